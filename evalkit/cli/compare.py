@@ -1,0 +1,212 @@
+"""`evalkit compare` and `evalkit check` (logic in evalkit.comparison, evalkit.compare and
+evalkit.gate; this module only parses, calls and prints)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from evalkit.cli.app import app
+
+_STATS = "Statistics"
+
+
+def _task_list(tasks: str | None) -> list[str] | None:
+    if not tasks:
+        return None
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    return names or None
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    # Piped into a CI log, rich assumes 80 columns and squashes the table; logs have room.
+    return console if console.is_terminal else Console(width=180)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
+
+
+@app.command()
+def compare(
+    base: Annotated[str, typer.Argument(help="BASE checkpoint, or a run folder / folder of runs.")],
+    tuned: Annotated[str, typer.Argument(
+        help="TUNED checkpoint (e.g. a LoRA adapter of BASE), or a run folder / folder of runs.")],
+    tasks: Annotated[str | None, typer.Option(
+        help="Comma-separated tasks, e.g. humaneval,mbpp,gsm8k. With run folders: a filter.")
+    ] = None,
+    runs: Annotated[bool, typer.Option(
+        "--runs", help="BASE and TUNED are finished run folders (detected when they are).")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N items of each task.")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Samples per item (pass@k).")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        help="Sampling temperature (needed with --n > 1) [default: the task's].")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Max new tokens per sample.")] = None,
+    backend: Annotated[str, typer.Option(help="Generation backend: vllm, hf, openai.")] = "vllm",
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where the two checkpoints' run "
+                                           "folders go (reused when already there).")
+                        ] = Path("runs"),
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached generations.")
+                        ] = False,
+    sandbox: Annotated[str, typer.Option(help="Code tasks: process | docker | none.")
+                       ] = "process",
+    workers: Annotated[int | None, typer.Option(help="Parallel code executions.")] = None,
+    tensor_parallel_size: Annotated[int, typer.Option("--tp", help="vLLM tensor parallel size.")
+                                    ] = 1,
+    dtype: Annotated[str, typer.Option(help="Model dtype (auto = as stored).")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="hf backend batch size.")] = 16,
+    data_dir: Annotated[Path | None, typer.Option(
+        help="Local benchmark data [default: $EVALKIT_DATA_DIR, else the HF hub].")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for comparison.json and comparison.md [default: out/compare/BASE-vs-TUNED]")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level (Holm-corrected across rows).",
+                                         rich_help_panel=_STATS)] = 0.05,
+    confidence: Annotated[float, typer.Option(help="Confidence level of the CI of Δ.",
+                                              rich_help_panel=_STATS)] = 0.95,
+    resamples: Annotated[int, typer.Option(help="Bootstrap / permutation resamples.",
+                                           rich_help_panel=_STATS)] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.",
+                                      rich_help_panel=_STATS)] = 0,
+    continuous_test: Annotated[str, typer.Option(
+        help="Test for non-binary per-item values: permutation or wilcoxon.",
+        rich_help_panel=_STATS)] = "permutation",
+    judge: Annotated[str | None, typer.Option(
+        help="Also grade answers with this checkpoint (tasks with a judge prompt: FineTuneBench)")
+    ] = None,
+) -> None:
+    """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
+    Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
+    `evalkit check`."""
+    from evalkit.comparison import (
+        check_stats_options,
+        compare_paths,
+        comparison_table,
+        is_run_source,
+        write_comparison,
+    )
+    from evalkit.errors import EvalkitError
+
+    if continuous_test not in ("permutation", "wilcoxon"):
+        raise EvalkitError(f"--continuous-test must be permutation or wilcoxon, "
+                           f"not {continuous_test!r}")
+    stats_options = {"alpha": alpha, "confidence": confidence, "resamples": resamples,
+                     "seed": seed, "continuous_test": continuous_test}
+    check_stats_options(**stats_options)
+    task_names = _task_list(tasks)
+    suite_limits: dict[str, int] = {}
+    if task_names:  # a suite name stands for its tasks (and their default limits)
+        from evalkit.tasks.suites import expand_tasks
+
+        task_names, suite_limits = expand_tasks(task_names)
+    sources = (is_run_source(base), is_run_source(tuned))
+    if sources[0] != sources[1] and not runs:
+        which = "BASE" if sources[0] else "TUNED"
+        raise EvalkitError(f"{which} is a run folder but the other argument is not; compare two "
+                           "run folders (--runs) or two checkpoints (--tasks ...)")
+    if runs or all(sources):
+        for side, value in (("BASE", base), ("TUNED", tuned)):
+            if not is_run_source(value):
+                raise EvalkitError(f"--runs: {side} {value} is not a run folder, a folder of "
+                                   "run folders or a comparison.json")
+        if any(v is not None for v in (limit, n, temperature, max_tokens, judge)):
+            raise EvalkitError("--limit, --n, --temperature, --max-tokens and --judge apply when "
+                               "running checkpoints; these run folders are already finished")
+        comparison = compare_paths(base, tuned, task_names, **stats_options)
+        out = out or Path("out") / "compare" / (
+            f"{_slug(comparison.base_label)}-vs-{_slug(comparison.tuned_label)}")
+        json_path, md_path = write_comparison(comparison, out)
+    else:
+        if not task_names:
+            raise EvalkitError("--tasks is required when BASE and TUNED are checkpoints "
+                               "(e.g. --tasks humaneval,gsm8k)")
+        # The runner owns generation; it is imported only on this path (torch, vllm).
+        from evalkit.cli.run import backend_options
+        from evalkit.compare import compare_checkpoints
+        from evalkit.runner import RunOptions
+
+        given = {"backend": backend, "limit": limit, "n": n, "temperature": temperature,
+                 "max_tokens": max_tokens, "data_dir": data_dir}
+        options = RunOptions(**{k: v for k, v in given.items() if v is not None},
+                             out_dir=runs_dir, use_cache=not no_cache, sandbox=sandbox,
+                             workers=workers, limits={} if limit is not None else suite_limits,
+                             backend_options=backend_options(backend, tensor_parallel_size,
+                                                             None, dtype, batch_size, None, None))
+        out = out or Path("out") / "compare" / f"{_slug(base)}-vs-{_slug(tuned)}"
+        comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
+                                         **stats_options)
+        json_path, md_path = out / "comparison.json", out / "comparison.md"
+    console = _console()
+    console.print(comparison_table(comparison))
+    if comparison.recovery:
+        from evalkit.conjugate import RecoveryRow, recovery_table
+
+        console.print(recovery_table([RecoveryRow(**r) for r in comparison.recovery]))
+    for note in comparison.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    flipped = sum(len(t.flipped) for t in comparison.tasks)
+    console.print(f"{flipped} flipped item(s) with both completions: {md_path}\n"
+                  f"comparison: {json_path}")
+
+
+@app.command()
+def check(
+    candidate: Annotated[str, typer.Argument(
+        help="New results: a run folder, a folder of run folders, or a comparison.json.")],
+    baseline: Annotated[str | None, typer.Option(
+        help="Reference: a run folder (or folder of runs), a comparison.json (its tuned side) "
+             "or a baseline file written by --write-baseline.")] = None,
+    max_drop: Annotated[float, typer.Option(
+        help="Tolerated drop in percentage points of the metric (1.0 = 0.01 accuracy).")
+    ] = 1.0,
+    alpha: Annotated[float, typer.Option(help="Significance level, Holm-corrected across rows.")
+                     ] = 0.05,
+    junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write a Markdown summary here.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks to gate (default: "
+                                                   "every baseline task).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    write_baseline: Annotated[Path | None, typer.Option(
+        "--write-baseline", help="Write CANDIDATE as a baseline file to this path and exit "
+                                 "(e.g. results/baseline-main.json).")] = None,
+) -> None:
+    """CI gate: exit 1 only when a metric drops by more than --max-drop percentage points with
+    Holm-corrected significance; 0 otherwise; 2 when the gate cannot decide (bad baseline)."""
+    from evalkit import gate
+    from evalkit.errors import EvalkitError
+
+    console = _console()
+    if write_baseline is not None:
+        path = gate.write_baseline(candidate, write_baseline)
+        console.print(f"baseline written: {path}")
+        return
+    try:
+        result = gate.run_gate(candidate, baseline, max_drop=max_drop, alpha=alpha,
+                               tasks=_task_list(tasks), seed=seed)
+    except EvalkitError as exc:
+        if junit is not None:  # CI still shows why the gate broke
+            gate.write_junit(" ".join(str(exc).split()), junit)
+        raise
+    console.print(gate.gate_table(result))
+    for note in result.comparison.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    for row in result.failed:
+        console.print(f"[bold red]FAIL[/] {row.message}", highlight=False)
+    for row in result.untested:
+        console.print(f"[yellow]UNTESTED[/] {row.message}", highlight=False)
+    if junit is not None:
+        gate.write_junit(result, junit)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(gate.gate_markdown(result), encoding="utf-8")
+    verdicts = {0: "[green]passed[/]", 1: "[bold red]regression[/]",
+                2: "[yellow]could not decide[/]"}
+    console.print(f"evalkit check: {verdicts[result.exit_code]}")
+    raise typer.Exit(result.exit_code)

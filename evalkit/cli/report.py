@@ -1,0 +1,1 @@
+"""`evalkit report` commands (see the module that implements them)."""

@@ -1,0 +1,69 @@
+"""Run BASE and TUNED checkpoints on the same tasks, then compare the run folders.
+
+This is the "checkpoints in, comparison out" half of ``evalkit compare``; the statistics live in
+``evalkit.comparison``. Generation goes through the runner's public API only:
+
+- ``resolve(spec)`` turns a checkpoint spec into a ``Checkpoint`` (``kind`` "model"/"adapter",
+  ``base``, ``fingerprint``, ``path``);
+- ``open_backend(checkpoint, options, adapters=[...])`` is a context manager; with backend
+  "vllm" and a LoRA adapter of BASE, one engine serves both base and adapter requests;
+- ``run_task(checkpoint, task, options, backend=be)`` runs (or reuses from cache) one task and
+  returns its finished run folder.
+
+Both checkpoints get the very same ``options`` (prompts, generation settings, seed, limit), which
+is what makes the runs pairable; ``compare_runs`` still re-checks it from what was written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evalkit.comparison import Comparison, compare_runs, load_run, write_comparison
+
+
+def _is_adapter_of(tuned: Any, base: Any) -> bool:
+    return (tuned.kind == "adapter" and tuned.base is not None
+            and tuned.base.fingerprint == base.fingerprint)
+
+
+def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], options: Any,
+                        out: str | Path, judge: str | None = None,
+                        **stats_options: Any) -> Comparison:
+    """Run every task on both checkpoints and write ``comparison.json``/``.md`` into ``out``.
+
+    ``options`` is an ``evalkit.runner.RunOptions``; ``stats_options`` go to ``compare_runs``
+    (alpha, confidence, resamples, seed, continuous_test).
+    """
+    # Heavy imports (torch, vllm) stay behind these functions.
+    from evalkit.checkpoints import resolve
+    from evalkit.runner import open_backend, run_task
+    from evalkit.tasks import load_task
+
+    base, tuned = resolve(base_spec), resolve(tuned_spec)
+    options.validate()
+    for task in tasks:  # every task and its data checked before any model loads
+        load_task(task, options.data_dir).docs(options.limit)
+    folders: dict[str, list[Path]] = {t: [] for t in tasks}
+    if _is_adapter_of(tuned, base):
+        # One engine for both: the base weights load once; the adapter is a LoRA request.
+        with open_backend(base, options, adapters=[tuned]) as backend:
+            for task in tasks:
+                folders[task].append(run_task(base, task, options, backend=backend))
+                folders[task].append(run_task(tuned, task, options, backend=backend))
+    else:
+        # Different weights: one engine after the other, each freed when its block exits, so
+        # two models never share the accelerator's memory.
+        for checkpoint in (base, tuned):
+            with open_backend(checkpoint, options) as backend:
+                for task in tasks:
+                    folders[task].append(run_task(checkpoint, task, options, backend=backend))
+    if judge:  # grade both sides' answers with a third model (tasks with a judge prompt)
+        from evalkit.judge import judge_runs
+
+        judge_runs([f for both in folders.values() for f in both], judge, options)
+    pairs = [(load_run(b), load_run(t)) for b, t in folders.values()]
+    comparison = compare_runs(pairs, **stats_options)
+    write_comparison(comparison, out)
+    return comparison

@@ -1,0 +1,32 @@
+"""Where evalkit keeps its cache and finds benchmark data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Root of evalkit's cache (converted models, hashes, generations, analyzer SVDs)."""
+    root = os.environ.get("EVALKIT_CACHE_DIR")
+    if root:
+        path = Path(root)
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path = Path(base) / "evalkit"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_dir(explicit: str | Path | None = None) -> Path | None:
+    """The local benchmark data folder: ``--data-dir`` first, then ``EVALKIT_DATA_DIR``.
+
+    ``None`` means "no local data": loaders then go to the Hugging Face hub.
+    """
+    value = explicit if explicit is not None else os.environ.get("EVALKIT_DATA_DIR")
+    return Path(value).expanduser().resolve() if value else None
+
+
+def project_root() -> Path:
+    """The source checkout (``tasks/``, ``sandbox/`` and ``results/`` live here)."""
+    return Path(__file__).resolve().parent.parent

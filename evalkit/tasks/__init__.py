@@ -1,0 +1,60 @@
+"""The task registry: task files in ``tasks/`` (and user folders) looked up by name.
+
+A task is a YAML file (see ``evalkit/tasks/spec.py``) plus, for odd data or scoring, a few
+functions it references as ``module:function``. Users add folders with ``EVALKIT_TASKS_PATH``
+(``os.pathsep``-separated) or pass a path to a ``.yaml`` file as the task name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from functools import cache
+from pathlib import Path
+
+from evalkit.errors import EvalkitError
+from evalkit.paths import data_dir as resolve_data_dir
+from evalkit.paths import project_root
+from evalkit.tasks.spec import load_spec
+from evalkit.tasks.task import Doc, Task
+
+__all__ = ["Doc", "Task", "list_tasks", "load_task", "task_dirs"]
+
+
+def task_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("EVALKIT_TASKS_PATH", "").split(os.pathsep) if p]
+    return [*extra, project_root() / "tasks"]
+
+
+@cache
+def _index(dirs: tuple[Path, ...]) -> dict[str, Path]:
+    """name -> file; a file's name is its stem (the `name:` inside must agree)."""
+    found: dict[str, Path] = {}
+    for d in dirs:
+        for f in sorted(d.rglob("*.yaml")) if d.exists() else []:
+            found.setdefault(f.stem, f)
+    return found
+
+
+def list_tasks() -> dict[str, Path]:
+    return dict(sorted(_index(tuple(task_dirs())).items()))
+
+
+def load_task(name: str, data_dir: str | Path | None = None) -> Task:
+    """Load a task by name (or from a .yaml path) with its data source resolved."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise EvalkitError(f"task file not found: {path}")
+        return Task(load_spec(path), path.resolve(), resolve_data_dir(data_dir))
+    index = _index(tuple(task_dirs()))
+    if name not in index:
+        close = difflib.get_close_matches(name, index, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise EvalkitError(f"unknown task '{name}'{hint} (`evalkit tasks` lists them)")
+    path = index[name]
+    spec = load_spec(path)
+    if spec.name != name:
+        raise EvalkitError(f"malformed task file {path}: field 'name': '{spec.name}' does not "
+                           f"match the file name '{name}'")
+    return Task(spec, path, resolve_data_dir(data_dir))

@@ -1,0 +1,556 @@
+"""evalkit's runner: the only evalkit code that runs inside a sandbox (bwrap or a container).
+
+It is a warm interpreter that forks one child per program, so a program costs a fork instead
+of an interpreter start-up. Standard library only; it must also run on a container's python3.
+
+Protocol, on fd 0 (in) and fd 1 (out): frames of a 4-byte big-endian length and UTF-8 JSON.
+The client sends one config frame, the runner answers {"ready": ...}; then each request
+({"source", "limits"}) gets one reply with the raw facts of the run. The client classifies them.
+
+Each child, before the program's first line: new session, fds 0-2 replaced and everything else
+closed (the protocol pipes included), capability bounding set emptied and uid dropped (root
+mode), the previous program's files in /tmp and /dev/shm removed, rlimits set, seccomp filter
+installed. The pass token is written on fd 3 only after the program (tests included) returned.
+Afterwards every process the program left behind is killed and reaped, and the runner checks
+that none is left before it answers.
+
+What the token does not stop: the program runs in this interpreter, so code that goes looking
+for the token in the runner's own frames or memory can forge it. It stops early exits of every
+kind, printed or guessed tokens, writes on any descriptor and replaced exit functions.
+"""
+
+import base64
+import contextlib
+import ctypes
+import errno
+import fcntl
+import gc
+import io
+import json
+import math
+import os
+import resource
+import select
+import signal
+import stat
+import struct
+import sys
+import time
+import traceback
+import types
+
+PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_MODE_FILTER = 2
+STATUS_FD = 3
+REQUEST_FD = 4  # the child's end of the pipe its request comes through, closed before it runs
+READY_LEN = 9  # b"R" + the child's setup CPU seconds (big-endian double)
+# The child's setup (mostly removing what the previous program left in /tmp) has its own clock,
+# so a program that leaves a million files behind cannot eat the next program's time limit.
+SETUP_TIMEOUT_S = 60.0
+# The modules HumanEval and MBPP programs import (those two import nothing else), loaded once
+# here: that, and not starting an interpreter per program, is the warm start.
+PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect",
+           "string", "operator", "copy", "hashlib", "random", "array", "cmath")
+
+# Our own references: a program that replaces os._exit or os.write must not steer us.
+_exit = os._exit
+_write = os.write
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+# Built once in the runner so that each child only makes the system calls.
+_PREPARED = {}
+
+
+def _prctl(option, arg2=0, arg3=0):
+    if _libc.prctl(option, arg2, arg3, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+
+
+# ---------------------------------------------------------------- framing
+
+
+def read_frame(fd):
+    header = _read_exact(fd, 4)
+    if header is None:
+        return None
+    body = _read_exact(fd, struct.unpack(">I", header)[0])
+    if body is None:
+        return None
+    return json.loads(body)
+
+
+def _read_exact(fd, n):
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def write_frame(fd, obj):
+    body = json.dumps(obj).encode()
+    data = struct.pack(">I", len(body)) + body
+    while data:
+        data = data[os.write(fd, data):]
+
+
+# ---------------------------------------------------------------- the child (becomes the program)
+
+
+def _setup_error(message):
+    # Only reachable before the program starts, so the client can trust an "X" as ours.
+    try:
+        _write(STATUS_FD, b"X" + message.encode(errors="replace")[:500])
+    finally:
+        _exit(120)
+
+
+def _empty_bounding_set():
+    # Done once in the runner; children inherit it, so no program can regain a capability.
+    for cap in range(64):
+        try:
+            _prctl(PR_CAPBSET_DROP, cap)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            return  # past the last capability this kernel knows
+
+
+def _become_unprivileged(uid):
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+
+
+def _check_no_capabilities():
+    # Ambient capabilities are a subset of the permitted ones, so two sets cover all three.
+    header, data = _PREPARED["capget"]
+    if _libc.capget(ctypes.byref(header), data) != 0:
+        _setup_error(f"capget failed: {os.strerror(ctypes.get_errno())}")
+    if any(d.effective or d.permitted for d in data):
+        _setup_error("capabilities left after dropping privileges")
+
+
+def _remove_tree(path):
+    # Iterative so a deeply nested tree cannot blow the stack; chmod first so 000 dirs go too.
+    stack = [(path, False)]
+    while stack:
+        current, listed = stack.pop()
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(current)
+        elif listed:
+            os.rmdir(current)
+        else:
+            os.chmod(current, 0o700)
+            stack.append((current, True))
+            stack.extend((os.path.join(current, name), False) for name in os.listdir(current))
+
+
+def _fresh_scratch(scratch_dirs):
+    # The previous program's files go first: nothing may pass from one program to the next.
+    for scratch in scratch_dirs:
+        if not os.path.isdir(scratch):
+            continue
+        for name in os.listdir(scratch):
+            _remove_tree(os.path.join(scratch, name))
+    work = os.path.join(scratch_dirs[0], "work")
+    os.mkdir(work, 0o700)
+    os.chdir(work)
+
+
+def _set_limits(limits, config, setup_cpu):
+    mib = 1024 * 1024
+    # RLIMIT_CPU counts the whole process, so the setup so far is added to the program's share.
+    cpu = max(1, math.ceil(setup_cpu + limits["cpu_s"] - 0.05))
+    # Soft limit sends SIGXCPU, the hard one a second later SIGKILL (for programs ignoring it).
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (int(limits["memory_mb"] * mib),) * 2)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(limits["file_size_mb"] * mib),) * 2)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (int(limits["open_files"]),) * 2)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if config.get("nproc"):
+        nproc = int(limits["processes"]) + config.get("nproc_extra", 0)
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+
+
+def _install_seccomp():
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(_PREPARED["seccomp"][1]))
+
+
+def _prepare(config):
+    if config.get("seccomp"):
+        bpf = base64.b64decode(config["seccomp"])
+        buf = ctypes.create_string_buffer(bpf, len(bpf))
+        _PREPARED["seccomp"] = (buf, _SockFprog(len(bpf) // 8, ctypes.addressof(buf)))
+    _libc.capget.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    _PREPARED["capget"] = (_CapHeader(0x20080522, 0), (_CapData * 2)())
+    # The program's stdio, made here (never written to by the runner) and reused by each child.
+    _PREPARED["stdio"] = (
+        io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8"),
+        io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8"),
+        io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)), encoding="utf-8",
+                         errors="backslashreplace", line_buffering=True))
+
+
+def _fresh_stdio():
+    sys.stdin, sys.stdout, sys.stderr = _PREPARED["stdio"]
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = _PREPARED["stdio"]
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _print_traceback(exc):
+    # Start at the program's frame, as `python program.py` would; ours is the first one.
+    if exc.__traceback__ is not None:
+        exc.__traceback__ = exc.__traceback__.tb_next
+    with contextlib.suppress(Exception):
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    _flush()
+
+
+def _exit_code(code):
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def child_main(config, token, request_r, out_w, err_w, status_w):
+    os.setsid()
+    devnull = os.open("/dev/null", os.O_RDONLY)
+    # Lift every source above the targets first, so no dup2 overwrites one still to be moved.
+    sources = [fcntl.fcntl(fd, fcntl.F_DUPFD, 16)
+               for fd in (devnull, out_w, err_w, status_w, request_r)]
+    for target, src in enumerate(sources):  # 0 stdin, 1 stdout, 2 stderr, 3 status, 4 request
+        os.dup2(src, target)
+    os.closerange(REQUEST_FD + 1, 1 << 16)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        if config.get("uid") is not None:
+            _become_unprivileged(config["uid"])
+        if config.get("isolated"):
+            _check_no_capabilities()
+        _prctl(PR_SET_DUMPABLE, 1)  # the runner is not; a program may read its own /proc files
+        _fresh_scratch(config["scratch"])
+        # Ready for a program: wait for it (the runner forks us ahead of time, see spawn_child).
+        request = read_frame(REQUEST_FD)
+        if request is None:  # the runner is shutting down
+            _exit(0)
+        os.close(REQUEST_FD)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        setup_cpu = usage.ru_utime + usage.ru_stime
+        _set_limits(request["limits"], config, setup_cpu)
+        if "seccomp" in _PREPARED:
+            _install_seccomp()
+    except Exception as exc:
+        _setup_error(f"{type(exc).__name__}: {exc}")
+    _fresh_stdio()  # (random reseeds itself in a forked child: it registers an at-fork hook)
+    main = types.ModuleType("__main__")
+    main.__file__ = "program.py"
+    main.__builtins__ = __builtins__
+    sys.modules["__main__"] = main
+    sys.argv = ["program.py"]
+    source = request["source"]
+    del request, config
+    # "Ready": the program's clocks start now. From here on, fd 3 is the program's to abuse.
+    _write(STATUS_FD, b"R" + struct.pack(">d", setup_cpu))
+    try:
+        exec(compile(source, "program.py", "exec"), main.__dict__)
+    except SystemExit as exc:
+        _write(STATUS_FD, b"E")
+        _flush()
+        _exit(_exit_code(exc.code))
+    except MemoryError as exc:
+        _write(STATUS_FD, b"M")
+        _print_traceback(exc)
+        _exit(1)
+    except BaseException as exc:
+        _print_traceback(exc)
+        _exit(1)
+    else:
+        _finish(token)  # the only way to the pass token: the program returned
+    _exit(1)
+
+
+def _finish(token):
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._shutdown()  # a plain interpreter waits for non-daemon threads, so do we
+    _flush()
+    _write(STATUS_FD, b"P" + token)
+    import atexit
+
+    atexit._run_exitfuncs()
+    _flush()
+    _exit(0)
+
+
+# ---------------------------------------------------------------- supervision
+
+
+def _reap_all():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _proc_pids():
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _descendants(root):
+    children = {}
+    for pid in _proc_pids():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(pid)
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _leftovers(pidns):
+    me = os.getpid()
+    if pidns:
+        # Our own pid namespace: anything but its init (maybe us) was started by a program.
+        return [pid for pid in _proc_pids() if pid not in (1, me)]
+    return _descendants(me)
+
+
+def _kill_all(pidns):
+    if pidns:
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGKILL)  # spares only init and ourselves
+        return
+    for pid in _descendants(os.getpid()):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _sweep(pidns, seconds=3.0):
+    deadline = time.monotonic() + seconds
+    while True:
+        _kill_all(pidns)
+        _reap_all()
+        left = _leftovers(pidns)
+        if not left:
+            return []
+        if time.monotonic() > deadline:
+            return left
+        time.sleep(0.001)
+
+
+def _read_some(fd, sink, budget):
+    try:
+        data = os.read(fd, 65536)
+    except BlockingIOError:
+        return 0, True
+    if data:
+        sink.append(data[:max(budget, 0)])
+    return len(data), bool(data)
+
+
+def _budget(fd, status_fd, sinks, cap, total):
+    if fd == status_fd:
+        return 4096 - sum(map(len, sinks[fd]))
+    return cap - total
+
+
+class _Child:
+    """A forked child waiting for its program, and the runner's ends of its pipes."""
+
+    def __init__(self, config):
+        self.token = os.urandom(16).hex().encode()
+        request_r, self.request_w = os.pipe()
+        with contextlib.suppress(OSError):  # a request up to 1 MiB is handed over at once
+            fcntl.fcntl(self.request_w, fcntl.F_SETPIPE_SZ, 1 << 20)
+        self.out, out_w = os.pipe()
+        self.err, err_w = os.pipe()
+        self.status, status_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                child_main(config, self.token, request_r, out_w, err_w, status_w)
+            finally:
+                _exit(121)
+        for fd in (request_r, out_w, err_w, status_w):
+            os.close(fd)
+        self.pidfd = os.pidfd_open(self.pid)
+
+
+def spawn_child(config):
+    """Fork the next program's process before its request comes.
+
+    The fork and the setup (uid, scratch cleanup) then overlap with the client's round trip
+    instead of adding to it; the child blocks until the request arrives.
+    """
+    return _Child(config)
+
+
+def run_one(config, request, child):
+    limits = request["limits"]
+    pidns = bool(config.get("pidns"))
+    handed = time.monotonic()
+    with contextlib.suppress(BrokenPipeError):  # a child that died in setup says why on fd 3
+        write_frame(child.request_w, request)
+    os.close(child.request_w)
+    out_r, err_r, st_r = child.out, child.err, child.status
+    sinks = {out_r: [], err_r: [], st_r: []}
+    poller = select.poll()
+    for fd in (*sinks, child.pidfd):
+        poller.register(fd, select.POLLIN)
+    cap = int(limits["output_bytes"])
+    total = 0
+    started = None  # when the child said "ready": the program's wall clock starts there
+    deadline = handed + SETUP_TIMEOUT_S
+    timed_out = overflow = exited = False
+    while not (exited or overflow):
+        if started is None and sum(map(len, sinks[st_r])) >= READY_LEN:
+            started = time.monotonic()
+            deadline = started + limits["timeout_s"]
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            timed_out = True
+            break
+        for fd, _ in poller.poll(remaining * 1000):
+            if fd == child.pidfd:
+                exited = True
+                continue
+            n, more = _read_some(fd, sinks[fd], _budget(fd, st_r, sinks, cap, total))
+            if fd != st_r:
+                total += n
+            if not more:
+                poller.unregister(fd)
+        overflow = total > cap
+    ended = time.monotonic()
+    if not exited:
+        _kill_all(pidns)
+    _, status, usage = os.wait4(child.pid, 0)
+    os.close(child.pidfd)
+    left = _sweep(pidns)
+    # Everyone holding a pipe end is dead now: what is left in the pipes is all there is.
+    for fd, sink in sinks.items():
+        os.set_blocking(fd, False)
+        while True:
+            n, more = _read_some(fd, sink, _budget(fd, st_r, sinks, cap, total))
+            if fd != st_r:
+                total += n
+            if not more or n == 0:
+                break
+        os.close(fd)
+    channel = b"".join(sinks[st_r])
+    ready = channel[:1] == b"R" and len(channel) >= READY_LEN
+    setup_cpu = struct.unpack(">d", channel[1:READY_LEN])[0] if ready else 0.0
+    return {
+        "exit_code": os.waitstatus_to_exitcode(status),
+        "wall_s": round(ended - (started or handed), 6),
+        "cpu_s": round(max(0.0, usage.ru_utime + usage.ru_stime - setup_cpu), 6),
+        "maxrss_kb": usage.ru_maxrss,
+        "stdout": b"".join(sinks[out_r]).decode("utf-8", "replace"),
+        "stderr": b"".join(sinks[err_r]).decode("utf-8", "replace"),
+        "timed_out": timed_out and ready,
+        "output_exceeded": overflow or total > cap,
+        "status": _read_status(channel, child.token, timed_out),
+        "leftover_pids": left,
+    }
+
+
+def _read_status(data, token, timed_out):
+    """What the status channel says: the setup's fate, then the program's marker."""
+    if data.startswith(b"X"):
+        return "setup_error: " + data[1:].decode(errors="replace")
+    if data[:1] != b"R" or len(data) < READY_LEN:
+        return "setup_timeout" if timed_out else "not_started"
+    rest = data[READY_LEN:]
+    if rest == b"P" + token:
+        return "completed"
+    if rest in (b"", b"E", b"M"):
+        return {b"": "no_signal", b"E": "system_exit", b"M": "memory_error"}[rest]
+    return "tampered"
+
+
+# ---------------------------------------------------------------- server
+
+
+def serve(once):
+    config = read_frame(0)
+    if config is None:
+        return
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans come to us, so we can reap and count them
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a program must not interrupt us
+    _prctl(PR_SET_DUMPABLE, 0)  # a program with our uid must not read or poke our memory
+    if config.get("uid") is not None:
+        _empty_bounding_set()
+    _prepare(config)
+    if config.get("preload"):
+        for name in PRELOAD:
+            with contextlib.suppress(ImportError):
+                __import__(name)
+    gc.collect()
+    gc.freeze()  # keeps forked children from copying the runner's pages when their GC runs
+    write_frame(1, {"ready": True, "pid": os.getpid(), "uid": os.getuid(),
+                    "python": sys.version.split()[0]})
+    while True:
+        child = None if once else spawn_child(config)
+        request = read_frame(0)
+        if request is None:
+            return  # the client is gone; so is our namespace and the waiting child with it
+        try:
+            reply = run_one(config, request, child or spawn_child(config))
+        except Exception as exc:
+            reply = {"error": f"runner: {type(exc).__name__}: {exc}",
+                     "trace": traceback.format_exc()[-2000:]}
+        write_frame(1, reply)
+        if once:
+            return
+
+
+if __name__ == "__main__":
+    serve(once="--once" in sys.argv)
