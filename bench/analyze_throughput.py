@@ -4,8 +4,8 @@
 
 Every measurement runs in a fresh subprocess (so peak RSS is that job's alone), and the jobs are
 interleaved across repeats so background load hits all of them alike. Reported per job: the
-median and the best wall time of the measured call, its peak RSS (ru_maxrss of the process), and
-ratios to WeightWatcher. Jobs:
+median and the best wall time of the measured call, the process's peak RSS (VmHWM), and ratios
+to WeightWatcher. Jobs:
 
 - ``weightwatcher``: both models loaded with transformers (load time reported apart), then
   ``WeightWatcher(model=tuned, base_model=base).analyze()`` — eigenvalues of ΔW per layer
@@ -14,6 +14,9 @@ ratios to WeightWatcher. Jobs:
 - ``evalkit-cold``: the full analysis (intruders k=10 + all spectral summaries) with an empty
   base-SVD cache; ``evalkit-warm``: the same with the base's SVDs cached by the cold run.
 
+WeightWatcher analyses every Linear and Embedding module (212 on the embedded model: 210 block
+matrices, the embedding and the tied LM head), so the evalkit jobs pass --include-embeddings
+(211 matrices: a tied head is not stored twice); ``--no-embeddings`` runs the default selection.
 evalkit timings include reading both checkpoints from safetensors and writing every output
 file; the checkpoints are resolved (fingerprinted) before the clock starts, as WeightWatcher's
 model loading is outside its clock. Without --tuned, TUNED is made once from BASE: every block
@@ -64,7 +67,7 @@ def synthetic_tuned(base: Path, dest: Path) -> Path:
     return dest
 
 
-def child(job: str, base: str, tuned: str, out: str) -> dict:
+def child(job: str, base: str, tuned: str, out: str, embeddings: bool) -> dict:
     """One measurement inside a fresh interpreter; returns seconds and peak RSS."""
     result: dict = {"job": job}
     if job == "weightwatcher":
@@ -88,21 +91,36 @@ def child(job: str, base: str, tuned: str, out: str) -> dict:
         b, t = resolve(base), resolve(tuned)
         t0 = time.perf_counter()
         analysis = analyze_weights(b, t, Options(spectra_only=job == "evalkit-spectra",
+                                                 include_embeddings=embeddings,
                                                  progress=False))
         summary = report.write(analysis, Path(out))
         result["seconds"] = time.perf_counter() - t0
         result["layers"] = summary.matrices
         result["intruders_total"] = summary.intruders_total
         result["cache"] = {k: summary.cache[k] for k in ("hits", "misses")}
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 
-def run_job(job: str, base: Path, tuned: Path, cache: Path, out: Path) -> dict:
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries the parent's high-water
+    mark across fork+exec into ru_maxrss, which would charge the bench driver to every job."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_job(job: str, base: Path, tuned: Path, cache: Path, out: Path, embeddings: bool
+            ) -> dict:
     env = {**os.environ, "EVALKIT_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([sys.executable, __file__, "--child", job, "--base", str(base),
-                           "--tuned", str(tuned), "--out", str(out)],
+                           "--tuned", str(tuned), "--out", str(out),
+                           *([] if embeddings else ["--no-embeddings"])],
                           capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{job} failed:\n{proc.stderr[-3000:]}")
@@ -116,11 +134,14 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--jobs", default=",".join(JOBS))
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--no-embeddings", action="store_true",
+                   help="evalkit: default selection (block matrices only)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.base, args.tuned, args.out)))
+        print(json.dumps(child(args.child, args.base, args.tuned, args.out,
+                               not args.no_embeddings)))
         return
 
     from evalkit.checkpoints import resolve
@@ -136,8 +157,10 @@ def main() -> None:
             cache = Path(tmp) / f"cache-{i}"  # fresh per repeat: cold is cold, warm reuses it
             for job in jobs:
                 if job == "evalkit-warm" and "evalkit-cold" not in jobs:
-                    run_job("evalkit-cold", base, tuned, cache, Path(tmp) / "prime")
-                r = run_job(job, base, tuned, cache, Path(tmp) / f"{job}-{i}")
+                    run_job("evalkit-cold", base, tuned, cache, Path(tmp) / "prime",
+                            not args.no_embeddings)
+                r = run_job(job, base, tuned, cache, Path(tmp) / f"{job}-{i}",
+                            not args.no_embeddings)
                 runs[job].append(r)
                 print(f"[{i + 1}/{args.repeat}] {job:16s} {r['seconds']:7.2f} s  "
                       f"{r['peak_rss_mb']:7.0f} MB", file=sys.stderr)

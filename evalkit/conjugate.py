@@ -123,13 +123,16 @@ class RecoveryRow(BaseModel):
 
 def conjugate_pairs(tasks: list[str]) -> list[tuple[str, str]]:
     """(plain, conjugate) task pairs among ``tasks`` (from the conjugate tasks' files)."""
-    from evalkit.tasks import load_task
+    from evalkit.tasks import list_tasks
+    from evalkit.tasks.spec import load_spec
 
-    pairs = []
+    known, pairs = list_tasks(), []
     for name in tasks:
+        if name not in known:  # a run of a task this checkout does not have
+            continue
         try:
-            spec = load_task(name).spec
-        except EvalkitError:  # a run of a task this checkout does not have
+            spec = load_spec(known[name])
+        except EvalkitError:
             continue
         if spec.conjugate and spec.conjugate.of in tasks:
             pairs.append((spec.conjugate.of, name))
@@ -147,9 +150,9 @@ def recovery(comparison: Comparison, pairs: list[tuple[str, str]] | None = None
         if plain not in by_task or conj not in by_task:
             continue
         p, c = by_task[plain], by_task[conj]
-        for metric in p.base.metrics:
+        for metric, spec in p.base.metrics.items():
             if metric in c.base.metrics:
-                row = _recovery_row(comparison, plain, conj, metric,
+                row = _recovery_row(comparison, plain, conj, metric, spec.higher_is_better,
                                     [_values(p.base, metric), _values(p.tuned, metric),
                                      _values(c.base, metric), _values(c.tuned, metric)])
                 if row is not None:
@@ -163,15 +166,13 @@ def _values(scores: Any, metric: str) -> dict[str, float]:
 
 
 def _recovery_row(comparison: Comparison, plain: str, conj: str, metric: str,
-                  sides: list[dict[str, float]]) -> RecoveryRow | None:
+                  higher_is_better: bool, sides: list[dict[str, float]]) -> RecoveryRow | None:
     docs = [d for d in sides[0] if all(d in s for s in sides[1:])]
     if len(docs) < 2:
         return None
     bp, tp, bc, tc = (np.array([s[d] for d in docs]) for s in sides)
     settings = comparison.settings
-    higher = comparison.tasks[[t.task for t in comparison.tasks].index(plain)] \
-        .base.metrics[metric].higher_is_better
-    sign = 1.0 if higher else -1.0
+    sign = 1.0 if higher_is_better else -1.0
     loss_plain, loss_conj = sign * (bp - tp), sign * (bc - tc)
     d = loss_plain - loss_conj
     rng = np.random.default_rng([settings.seed, len(docs)])

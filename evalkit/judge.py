@@ -76,7 +76,6 @@ def _judge_prompt(task: Any, config: dict) -> dict:
 
 def _judge_one(folder: Path, run: dict, samples: list[dict], metrics: dict, task: Any,
                config: dict, *, checkpoint: Any, backend: Any, options: Any) -> None:
-    from evalkit.runner import _backend_version
     from evalkit.scoring.metrics import aggregate
     from evalkit.store import GenerationCache
     from evalkit.tasks.chat import ChatTemplate
@@ -97,7 +96,7 @@ def _judge_one(folder: Path, run: dict, samples: list[dict], metrics: dict, task
     adapter = checkpoint if checkpoint.kind == "adapter" else None
     requests = [GenRequest(prompt=p, max_tokens=MAX_TOKENS, adapter=adapter) for p in prompts]
     keys = [content_key(checkpoint=checkpoint.fingerprint, backend=backend.name,
-                        backend_version=_backend_version(backend.name),
+                        backend_version=backend.version,
                         backend_options=options.backend_options, prompt=p,
                         generation={"max_tokens": MAX_TOKENS, "temperature": 0.0})
             for p in prompts]

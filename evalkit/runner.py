@@ -327,6 +327,9 @@ def _loglikelihood_settings(task: Task, checkpoint: Checkpoint, options: RunOpti
     if not isinstance(task.scorer, LoglikelihoodScorer):
         raise EvalkitError(f"task {task.name}: output_type {task.spec.output_type} needs a "
                            "loglikelihood scorer (multiple_choice or perplexity)")
+    if options.backend == "openai":  # before a run folder exists
+        raise EvalkitError(f"task {task.name} scores loglikelihoods, which the openai backend "
+                           "cannot; use --backend vllm or hf")
     return {"output_type": task.spec.output_type, "n": 1,
             "max_length": task.spec.max_length or _context_length(checkpoint, options) - 2}
 

@@ -1,18 +1,21 @@
 """evalkit's runner: the only evalkit code that runs inside a sandbox (bwrap or a container).
 
 It is a warm interpreter that forks one child per program, so a program costs a fork instead
-of an interpreter start-up. Standard library only; it must also run on a container's python3.
+of an interpreter start-up; the child for the next program is forked (and set up) as soon as
+the last one is done, while the client is still busy with its result. Standard library only; it
+must also run on a container's python3 (3.9 or newer).
 
 Protocol, on fd 0 (in) and fd 1 (out): frames of a 4-byte big-endian length and UTF-8 JSON.
 The client sends one config frame, the runner answers {"ready": ...}; then each request
 ({"source", "limits"}) gets one reply with the raw facts of the run. The client classifies them.
 
 Each child, before the program's first line: new session, fds 0-2 replaced and everything else
-closed (the protocol pipes included), capability bounding set emptied and uid dropped (root
-mode), the previous program's files in /tmp and /dev/shm removed, rlimits set, seccomp filter
-installed. The pass token is written on fd 3 only after the program (tests included) returned.
-Afterwards every process the program left behind is killed and reaped, and the runner checks
-that none is left before it answers.
+closed (the protocol pipes included), uid dropped to the worker's own (root mode; the runner
+emptied the capability bounding set already) and no capability left (checked), the previous
+program's files in /tmp and /dev/shm removed, rlimits set, seccomp filter installed. The pass
+token is written on fd 3 only after the program (tests included) returned. Afterwards every
+process the program left behind is killed and reaped, and the runner checks that none is left
+before it answers.
 
 What the token does not stop: the program runs in this interpreter, so code that goes looking
 for the token in the runner's own frames or memory can forge it. It stops early exits of every
@@ -259,9 +262,7 @@ def child_main(config, token, request_r, out_w, err_w, status_w):
     for target, src in enumerate(sources):  # 0 stdin, 1 stdout, 2 stderr, 3 status, 4 request
         os.dup2(src, target)
     os.closerange(REQUEST_FD + 1, 1 << 16)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the runner ignores it
     try:
         if config.get("uid") is not None:
             _become_unprivileged(config["uid"])

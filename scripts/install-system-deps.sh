@@ -6,7 +6,6 @@ need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v dockerd >/dev/null || need+=(docker.io)
-command -v chromium >/dev/null || need+=(chromium)
 [ -e /usr/lib/x86_64-linux-gnu/libseccomp.so.2 ] || [ -e /lib/x86_64-linux-gnu/libseccomp.so.2 ] \
   || need+=(libseccomp2)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

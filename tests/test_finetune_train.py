@@ -302,3 +302,15 @@ def test_cli_validates_options(tiny_llama, train_file, tmp_path):
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert proc.returncode == 2 and "error: --method" in proc.stderr
+
+
+def test_defaults_depend_on_method_and_knowledge_data(tmp_path):
+    def resolved(data: str, method: str, **given) -> tuple:
+        c = FinetuneConfig(base="b", data=data, out=tmp_path, method=method, **given)
+        c = c.with_defaults()
+        return c.epochs, c.lr
+
+    assert resolved("mbpp:train", "lora") == (3, 2e-4)
+    assert resolved("mbpp:train", "full") == (3, 1e-5)
+    assert resolved("finetunebench:fictional_people", "lora") == (10, 1e-3)
+    assert resolved("finetunebench:medical", "lora", epochs=2, lr=5e-4) == (2, 5e-4)

@@ -1,5 +1,5 @@
-"""Folders written by `evalkit finetune` load as they are in evalkit's vLLM backend, and what was
-trained shows up in what vLLM generates."""
+"""Folders written by `evalkit finetune` (full, HFT, LoRA, rsLoRA) load as they are in evalkit's
+vLLM backend, and what was trained shows up in what vLLM generates."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from evalkit.checkpoints import resolve
 from evalkit.finetune import FinetuneConfig, finetune
 
-PROMPT = "Say the word:"
+SAY = "Say the word:"
 
 
 def tiny_llama_for_vllm(path: Path, tokenizer_from: Path) -> Path:
@@ -31,33 +31,40 @@ def tiny_llama_for_vllm(path: Path, tokenizer_from: Path) -> Path:
     return path
 
 
-def teach(folder: Path, base: Path, name: str, pairs: list[tuple[str, str]], method: str,
-          epochs: int) -> Path:
+def teach(folder: Path, base: Path, name: str, words: dict[str, str], method: str,
+          epochs: int = 15, **options):
+    """Fine-tune ``base`` to answer each prompt with its word, three times."""
     data = folder / f"{name}.jsonl"
-    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in pairs))
-    return finetune(FinetuneConfig(base=str(base), data=str(data), out=folder / name,
-                                   method=method, epochs=epochs, batch_size=len(pairs), lr=1e-2,
-                                   rank=8))
+    data.write_text("".join(json.dumps({"prompt": p, "completion": f" {w} {w} {w}"}) + "\n"
+                            for p, w in words.items()))
+    return resolve(finetune(FinetuneConfig(
+        base=str(base), data=str(data), out=folder / name, method=method, epochs=epochs,
+        batch_size=len(words), lr=1e-2, rank=8, **options)))
+
+
+def first_words(backend, requests) -> list[str]:
+    results = dict(backend.generate(requests))
+    return [results[i][0].text.split()[0] for i in range(len(requests))]
 
 
 @pytest.mark.slow
-def test_full_model_and_lora_adapter_load_in_the_vllm_backend(builtin_model, tmp_path):
+def test_every_method_loads_in_the_vllm_backend(builtin_model, tmp_path):
     from evalkit.models import GenRequest, load_backend
 
-    base = tiny_llama_for_vllm(tmp_path / "tiny", builtin_model.path)
-    # A full fine-tune that knows two words, then a LoRA adapter on top of it that swaps the
-    # answer to the prompt: one engine serves both folders (base request and LoRA request).
-    full = resolve(teach(tmp_path, base, "full", [(PROMPT, " zebra zebra zebra"),
-                                                  ("Other word:", " koala koala koala")],
-                         "full", epochs=15))
-    adapter = resolve(teach(tmp_path, full.path, "lora", [(PROMPT, " koala koala koala")],
-                            "lora", epochs=15))
-    assert adapter.kind == "adapter" and adapter.base.fingerprint == full.fingerprint
+    tiny = tiny_llama_for_vllm(tmp_path / "tiny", builtin_model.path)
+    # A full fine-tune that knows three words (a random model's LM head knows none), then
+    # HFT, LoRA and rsLoRA runs on top of it that each change the answer to SAY.
+    full = teach(tmp_path, tiny, "full", {SAY: "zebra", "Other word:": "koala",
+                                          "Third word:": "panda"}, "full", epochs=30)
+    hft = teach(tmp_path, full.path, "hft", {SAY: "panda"}, "hft")
+    lora = teach(tmp_path, full.path, "lora", {SAY: "koala"}, "lora")
+    rslora = teach(tmp_path, full.path, "rslora", {SAY: "panda"}, "lora", rslora=True)
+    assert lora.kind == rslora.kind == "adapter" and lora.base.fingerprint == full.fingerprint
 
-    requests = [GenRequest(prompt=PROMPT, max_tokens=6),
-                GenRequest(prompt=PROMPT, max_tokens=6, adapter=adapter)]
-    with load_backend("vllm", full, adapters=[adapter]) as backend:
-        results = dict(backend.generate(requests))
-    # A 2-layer model does not learn to count its three words: the first one is the check.
-    assert results[0][0].text.startswith(" zebra")
-    assert results[1][0].text.startswith(" koala")
+    # One engine serves the full model and both adapters (LoRA requests on the same base).
+    requests = [GenRequest(prompt=SAY, max_tokens=6, adapter=a) for a in (None, lora, rslora)]
+    with load_backend("vllm", full, adapters=[lora, rslora]) as backend:
+        # A 2-layer model does not learn to count to three: the first word is the check.
+        assert first_words(backend, requests) == ["zebra", "koala", "panda"]
+    with load_backend("vllm", hft) as backend:
+        assert first_words(backend, [GenRequest(prompt=SAY, max_tokens=6)]) == ["panda"]

@@ -23,7 +23,7 @@ def lm_eval_task(name: str, data_dir: Path, yaml_name: str):
     config = yaml.safe_load((Path(lm_eval.__file__).parent / "tasks/gsm8k" / yaml_name)
                             .read_text())
     config.pop("tag", None)
-    files = {"train": str(data_dir / "gsm8k/train.jsonl"), "test": str(data_dir / "gsm8k/test.jsonl")}
+    files = {split: str(data_dir / f"gsm8k/{split}.jsonl") for split in ("train", "test")}
     config.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": files})
     task = ConfigurableTask(config=config)
     task.set_fewshot_seed(seed=1234)  # lm-eval's default fewshot_random_seed
@@ -84,13 +84,14 @@ def test_extraction_and_scores_match_lm_eval(data_dir, completion, gold, strict,
     score = task.scorer(ScoreInput(doc={}, prompt="", completion=completion, target=target))
     assert score.extracted == {"strict-match": strict, "flexible-extract": flexible}
 
-    ref_yaml = yaml.safe_load((Path(lm_eval.__file__).parent / "tasks/gsm8k/gsm8k.yaml").read_text())
+    ref_path = Path(lm_eval.__file__).parent / "tasks/gsm8k/gsm8k.yaml"
+    ref_yaml = yaml.safe_load(ref_path.read_text())
     metric = ref_yaml["metric_list"][0]
     for f in ref_yaml["filter_list"]:
         regex = f["filter"][0]
         ref_filter = RegexFilter(regex_pattern=regex["regex_pattern"],
                                  group_select=regex.get("group_select", 0))
-        ref_extracted = list(ref_filter.apply([[completion]], [{}]))[0][0]
+        ref_extracted = next(iter(ref_filter.apply([[completion]], [{}])))[0]
         assert score.extracted[f["name"]] == ref_extracted
         ref_score = exact_match_hf_evaluate(
             [ref_extracted], [target], regexes_to_ignore=metric["regexes_to_ignore"],

@@ -374,3 +374,26 @@ def test_wikitext_run_resumes_and_reuses_the_cache(tiny, tmp_path, data_dir, mon
     assert run["counts"] == {**run["counts"], "resumed": 1, "cached": 1, "generated": 0}
     redone = (folder / "samples.jsonl").read_text().splitlines()
     assert json.loads(redone[1])["loglikelihoods"] == json.loads(first[1])["loglikelihoods"]
+
+
+# --------------------------------------------------------------------- bad task files
+
+
+@pytest.mark.parametrize("extra,error", [
+    ("output_type: multiple_choice\n", "field 'choices': required"),
+    ("output_type: multiple_choice\nchoices: '{{question}}'\n", "must render to a list"),
+    ("output_type: multiple_choice\nchoices: [A, B]\n", "neither a choice index nor"),
+    ("output_type: perplexity\n", "field 'output_type'"),
+])
+def test_bad_loglikelihood_task_files_are_one_line_errors(tmp_path, extra, error):
+    from evalkit.errors import EvalkitError
+
+    (tmp_path / "toy.jsonl").write_text('{"question": "q?", "answer": "7"}\n')
+    path = tmp_path / "toy.yaml"
+    path.write_text("name: toy\nversion: '1'\ndataset: {splits: {test: {file: toy.jsonl}}}\n"
+                    "split: test\nprompt: '{{question}}'\ntarget: '{{answer}}'\n"
+                    "scorer: {name: multiple_choice}\n" + extra)
+    with pytest.raises(EvalkitError, match=error):
+        task = load_task(str(path), data_dir=tmp_path)
+        doc = task.docs()[0]
+        task.gold(doc.data)

@@ -55,7 +55,8 @@ def test_a_yaml_task_end_to_end(tmp_path):
     ("- just\n- a list\n", "expected a mapping"),
     (MINIMAL.format(name="toy").replace('version: "1"\n', ""), "field 'version': Field required"),
     (MINIMAL.format(name="toy").replace("split: test", "split: train"), "field 'split'"),
-    (MINIMAL.format(name="toy") + "generation: {max_tokens: -1}\n", "field 'generation.max_tokens'"),
+    (MINIMAL.format(name="toy") + "generation: {max_tokens: -1}\n",
+     "field 'generation.max_tokens'"),
     (MINIMAL.format(name="toy") + "colour: blue\n", "field 'colour': Extra inputs"),
 ])
 def test_malformed_task_files_name_file_and_field(tmp_path, text, message):
@@ -70,7 +71,7 @@ def test_unknown_task_suggests():
 
 def test_data_problems(tmp_path):
     path = write_task(tmp_path, MINIMAL.format(name="toy"))
-    with pytest.raises(EvalkitError, match="data file toy/test.jsonl not found in data dir"):
+    with pytest.raises(EvalkitError, match=r"data file toy/test\.jsonl not found in data dir"):
         load_task(str(path), data_dir=tmp_path / "elsewhere").docs()
     empty = write_data(tmp_path, [])
     with pytest.raises(EvalkitError, match="is empty"):

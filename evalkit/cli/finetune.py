@@ -31,9 +31,11 @@ def finetune(
              "but the LM head].")] = None,
     hft_stage: Annotated[int, typer.Option(
         help="HFT stage: each stage draws a new random half (same seed, new stage).")] = 0,
-    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 3,
+    epochs: Annotated[int | None, typer.Option(
+        help="Passes over the data \\[default: 3; 10 for finetunebench:*].")] = None,
     lr: Annotated[float | None, typer.Option(
-        help="Peak learning rate \\[default: 1e-5 full/hft, 2e-4 lora].")] = None,
+        help="Peak learning rate \\[default: 1e-5 full/hft; lora 2e-4, 1e-3 for "
+             "finetunebench:*].")] = None,
     batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 8,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
     max_len: Annotated[int, typer.Option(help="Longest example in tokens.")] = 1024,
@@ -41,7 +43,8 @@ def finetune(
         "--truncate", help="Cut longer examples to --max-len (counted) instead of failing.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for data order, LoRA init and HFT draw.")] = 0,
-    precision: Annotated[str, typer.Option(help="fp32 | bf16 (autocast).")] = "fp32",
+    precision: Annotated[str | None, typer.Option(
+        help="fp32 | bf16 (autocast) \\[default: the accelerate config's, else fp32].")] = None,
     group_by_length: Annotated[bool, typer.Option(
         help="Batch examples of similar length together (less padding).")] = True,
     save_every: Annotated[int, typer.Option(

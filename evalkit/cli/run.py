@@ -171,3 +171,13 @@ def list_tasks_cmd() -> None:
         spec = load_spec(path)
         table.add_row(name, spec.version, spec.description)
     Console().print(table)
+    from evalkit.tasks.suites import suites
+
+    suite_table = Table(title="suites (--task NAME runs them all)")
+    for col in ("name", "tasks (default --limit)", "description"):
+        suite_table.add_column(col)
+    for name, suite in suites().items():
+        suite_table.add_row(name, ", ".join(t if n is None else f"{t} ({n})"
+                                            for t, n in suite["tasks"].items()),
+                            suite["description"])
+    Console().print(suite_table)

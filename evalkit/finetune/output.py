@@ -71,6 +71,9 @@ class Log:
             TimeRemainingColumn,
         )
 
+        if self.enabled and not self.console.is_terminal:
+            yield self._plain_progress(total, done, method)  # logs: a line every 5% instead
+            return
         bar = Progress(
             TextColumn(f"[bold]{method}[/bold]"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
@@ -84,6 +87,19 @@ class Log:
 
         with bar:
             yield advance
+
+    def _plain_progress(self, total: int, done: int, method: str) -> Callable[[float, float], None]:
+        every = max(total // 20, 1)
+        step = done
+
+        def advance(loss: float, tokens_per_second: float) -> None:
+            nonlocal step
+            step += 1
+            if step % every == 0 or step == total:
+                self.print(f"  {method} step {step}/{total} loss {loss:.4f} "
+                           f"{tokens_per_second:.0f} tok/s")
+
+        return advance
 
     def done(self, folder: Path, state: TrainState) -> None:
         self.print(f"  final loss {state.losses[-1]:.4f} · "

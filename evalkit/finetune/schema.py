@@ -11,9 +11,14 @@ from pydantic import BaseModel, Field
 MANIFEST_NAME = "evalkit_finetune.json"
 Method = Literal["full", "lora", "hft"]
 
-# Learning rates that work for each method when the user gives none (LoRA's low-rank update
-# needs a larger step than updating the weights themselves).
+# Epochs and learning rates when the user gives none (LoRA's low-rank update needs a larger step
+# than updating the weights themselves).
+DEFAULT_EPOCHS = 3
 DEFAULT_LR = {"full": 1e-5, "hft": 1e-5, "lora": 2e-4}
+# Knowledge injection (finetunebench:*) memorizes each fact: the FineTuneBench paper trains every
+# QA pair for many epochs, and LoRA needs a larger step to store facts in a few minutes.
+KNOWLEDGE_EPOCHS = 10
+KNOWLEDGE_LR = {"full": 1e-5, "hft": 1e-5, "lora": 1e-3}
 
 # Fixed training choices, recorded in the manifest with the hyperparameters.
 WARMUP_FRACTION = 0.05  # linear warmup over the first 5% of steps, then cosine decay to 0
@@ -38,22 +43,28 @@ class FinetuneConfig(BaseModel):
     # HFT
     hft_stage: int = Field(0, ge=0)
     # training
-    epochs: int = Field(3, ge=1)
-    lr: float | None = Field(None, gt=0)  # default DEFAULT_LR[method]
+    epochs: int | None = Field(None, ge=1)  # default: see with_defaults()
+    lr: float | None = Field(None, gt=0)
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     max_len: int = Field(1024, ge=2)
     seed: int = 0
     truncate: bool = False
     group_by_length: bool = True
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"] | None = None  # None: the accelerate config's, else fp32
     save_every: int = Field(50, ge=1)  # optimizer steps between resumable checkpoints
     data_dir: Path | None = None
     overwrite: bool = False
 
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+    def with_defaults(self) -> FinetuneConfig:
+        """The config with every default filled in (what runs, and what the manifest says)."""
+        knowledge = self.data.startswith("finetunebench:")
+        epochs = KNOWLEDGE_EPOCHS if knowledge else DEFAULT_EPOCHS
+        lr = (KNOWLEDGE_LR if knowledge else DEFAULT_LR)[self.method]
+        return self.model_copy(update={
+            "epochs": self.epochs if self.epochs is not None else epochs,
+            "lr": self.lr if self.lr is not None else lr,
+        })
 
     @property
     def lora_alpha(self) -> float:
@@ -63,7 +74,7 @@ class FinetuneConfig(BaseModel):
         """The settings that change the weights (the resume check compares these)."""
         return {
             "epochs": self.epochs,
-            "lr": self.learning_rate,
+            "lr": self.lr,
             "batch_size": self.batch_size,
             "grad_accum": self.grad_accum,
             "max_len": self.max_len,

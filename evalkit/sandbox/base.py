@@ -86,21 +86,9 @@ class Sandbox:
         """Run one program; a sandbox failure is retried once on a fresh worker."""
         if self._closed:
             raise EvalkitError("this sandbox is closed")
-        limits = limits or Limits()
         worker = self._idle.get()
         try:
-            result = worker.run(source, limits)
-            if result.status != "sandbox_error":
-                return result
-            log.warning("sandbox error (%s); retrying on a fresh worker", result.detail)
-            worker.restart()
-            result = worker.run(source, limits)
-            if result.status == "sandbox_error":
-                log.error("sandbox error again: %s", result.detail)
-                worker.restart()
-            return result
-        except EvalkitError as exc:
-            return sandbox_error(f"worker restart failed: {exc}")
+            return self._run_on(worker, source, limits or Limits())
         finally:
             self._idle.put(worker)
 
@@ -109,7 +97,23 @@ class Sandbox:
         if not programs:
             return []
         with ThreadPoolExecutor(min(self.workers, len(programs))) as pool:
-            return list(pool.map(lambda item: self.run(item[0], item[1]), programs))
+            return list(pool.map(lambda job: self.run(*job), programs))
+
+    def _run_on(self, worker: Worker, source: str, limits: Limits) -> SandboxResult:
+        """A sandbox error gets one more try on a fresh worker, then is reported as it is."""
+        result = worker.run(source, limits)
+        if result.status != "sandbox_error":
+            return result
+        log.warning("sandbox error (%s); retrying on a fresh worker", result.detail)
+        try:
+            worker.restart()
+            result = worker.run(source, limits)
+            if result.status == "sandbox_error":
+                log.error("sandbox error again: %s", result.detail)
+                worker.restart()
+        except EvalkitError as exc:
+            return sandbox_error(f"worker restart failed: {exc}")
+        return result
 
     def selftest(self) -> None:
         """Raise EvalkitError unless a plain program passes and escapes fail."""

@@ -216,6 +216,12 @@ class ProcessWorker(RunnerWorker):
         super().__init__()
         self.uid = uid
 
+    def runner_pid(self) -> int | None:
+        """Host pid of the runner (bwrap's child), or None when not running."""
+        proc = self._proc
+        children = _children(proc.pid) if proc is not None else []
+        return children[0] if children else None
+
     def _command(self) -> tuple[list[str], tuple[int, ...]]:
         from evalkit.sandbox.seccomp import filter_bpf
 

@@ -200,20 +200,23 @@ def _digest(path: Path) -> str:
 
 
 def leftover_processes(sandbox: Sandbox) -> list[str]:
-    """Processes of the sandbox's program uids still alive, seen from outside the sandbox."""
-    uids = set(getattr(sandbox, "uids", ()))
+    """Processes of the sandbox's programs still alive, seen from outside the sandbox.
+
+    The one process each process-backend runner keeps forked ahead for its next program (see
+    ``spawn_child`` in sandbox/runner.py) is not a leftover: it is the runner's own child, made
+    after the runner had checked that nothing of the last program was left.
+    """
     found = []
-    if sandbox.backend == "process" and uids:
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
+    if sandbox.backend == "process" and getattr(sandbox, "uids", None):
+        runners = {w.runner_pid() for w in sandbox._workers} - {None}
+        waiting: set[int] = set()
+        for pid, uids, ppid, name in _host_processes():
+            if not set(sandbox.uids) & uids:
                 continue
-            try:
-                status = Path(f"/proc/{name}/status").read_text()
-            except OSError:
+            if ppid in runners and ppid not in waiting:
+                waiting.add(ppid)
                 continue
-            uid_line = next((li for li in status.splitlines() if li.startswith("Uid:")), "")
-            if uids & {int(value) for value in uid_line.split()[1:]}:
-                found.append(f"pid {name} ({status.splitlines()[0]})")
+            found.append(f"pid {pid} ({name}, parent {ppid})")
     elif sandbox.backend == "docker":
         for worker in sandbox._workers:
             container = getattr(worker, "container", None)
@@ -223,6 +226,22 @@ def leftover_processes(sandbox: Sandbox) -> list[str]:
             init = str(container.attrs["State"]["Pid"])  # host pid of the container's reaper
             rows = container.top(ps_args="-eo pid,user,comm").get("Processes") or []
             found += [" ".join(row) for row in rows if row[0] != init]
+    return found
+
+
+def _host_processes() -> list[tuple[int, set[int], int, str]]:
+    """(pid, uids, parent pid, name) of every process on this host."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            lines = Path(f"/proc/{name}/status").read_text().splitlines()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        uids = {int(value) for value in fields.get("Uid", "").split()}
+        found.append((int(name), uids, int(fields.get("PPid", "0")), fields["Name"].strip()))
     return found
 
 

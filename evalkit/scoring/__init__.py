@@ -70,6 +70,7 @@ def make_scorer(name: str, config: dict) -> Scorer:
 
 
 def _load_builtin_scorers() -> None:
+    import evalkit.scoring.code
     import evalkit.scoring.critique
     import evalkit.scoring.finetunebench
     import evalkit.scoring.loglikelihood  # noqa: F401  (the probes' scorers register)

@@ -12,10 +12,10 @@ Two scorers, as in the papers:
   ``processbench_f1``, the harmonic mean of its two accuracies.
 - ``critique_correct`` (RealCritic's closed loop): the model critiques, then gives a corrected
   final answer (``\\boxed{}`` or "Final answer:"; code: a corrected function, run against the
-  problem's tests in the sandbox). Per item: ``corrected`` (the corrected answer is right),
-  ``original`` (the judged solution was right: the same for every model),
-  ``net_gain`` = corrected - original, ``corrected,on_correct`` (a right solution kept right) /
-  ``corrected,on_incorrect`` (a wrong one fixed), and ``invalid``.
+  problem's tests in the sandbox, in the program HumanEval's tasks build). Per item:
+  ``corrected`` (the corrected answer is right), ``original`` (the judged solution was right:
+  the same for every model), ``net_gain`` = corrected - original, ``corrected,on_correct`` (a
+  right solution kept right) / ``corrected,on_incorrect`` (a wrong one fixed), ``invalid``.
 
 Verdict extraction (``extract_verdict``), first rule that matches, last match within a rule
 (a critique ends with its conclusion):
@@ -179,7 +179,6 @@ def judge_summary(samples: list[dict]) -> dict[str, float]:
 
 _BOXED = re.compile(r"\\boxed\s*\{")
 _FINAL = re.compile(r"final answer\s*(?:is|:)?\s*[:=]?\s*(.+)", re.IGNORECASE)
-_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 
 
 def _boxed(text: str) -> str | None:
@@ -235,17 +234,12 @@ def answers_match(answer: str, gold: str, multiple_choice: bool = False) -> bool
 
 
 def corrected_program(doc: dict, completion: str, fenced: bool) -> str | None:
-    """The program that tests a corrected function: the prompt's imports, the code, the tests."""
-    if not fenced:  # a completion of the function body after the prompt (base models)
-        return doc["prompt"] + completion + "\n\n" + doc["test"] + "\n"
-    blocks = _FENCE.findall(completion)
-    code = next((b for b in blocks if f"def {doc['entry_point']}" in b), blocks[0] if blocks
-                else None)
-    if code is None:
-        return None
-    imports = "\n".join(line for line in doc["prompt"].splitlines()
-                        if line.startswith(("import ", "from ")))
-    return imports + "\n\n" + code + "\n\n" + doc["test"] + "\n"
+    """The program that tests a corrected function: HumanEval's own program builders (the
+    body after the prompt, or the reply's first ```python block after the prompt's preamble),
+    then the problem's tests. None when a reply has no code block."""
+    from evalkit.tasks.code import humaneval_program, instruct_program
+
+    return instruct_program(doc, completion) if fenced else humaneval_program(doc, completion)
 
 
 class CorrectConfig(BaseModel):

