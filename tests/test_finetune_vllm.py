@@ -7,28 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_models import make_tiny_llama
 
 from evalkit.checkpoints import resolve
 from evalkit.finetune import FinetuneConfig, finetune
 
 SAY = "Say the word:"
-
-
-def tiny_llama_for_vllm(path: Path, tokenizer_from: Path) -> Path:
-    """Like conftest's tiny llama but with head_dim 64: vLLM's CPU attention has no kernel for
-    the fixture's head_dim 16."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=49152, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=512,
-        tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(path)
-    return path
 
 
 def teach(folder: Path, base: Path, name: str, words: dict[str, str], method: str,
@@ -51,7 +35,7 @@ def first_words(backend, requests) -> list[str]:
 def test_every_method_loads_in_the_vllm_backend(builtin_model, tmp_path):
     from evalkit.models import GenRequest, load_backend
 
-    tiny = tiny_llama_for_vllm(tmp_path / "tiny", builtin_model.path)
+    tiny = make_tiny_llama(tmp_path / "tiny", tokenizer_from=builtin_model.path, for_vllm=True)
     # A full fine-tune that knows three words (a random model's LM head knows none), then
     # HFT, LoRA and rsLoRA runs on top of it that each change the answer to SAY.
     full = teach(tmp_path, tiny, "full", {SAY: "zebra", "Other word:": "koala",

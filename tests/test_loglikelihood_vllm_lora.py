@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import pytest
 from test_loglikelihood_vllm import assert_agree, requests_of
+from tiny_models import make_tiny_llama
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def served(tiny_llama, tmp_path_factory):
-    """The tiny model and a LoRA adapter of it with random (non-zero) weights."""
+def served(builtin_model, tmp_path_factory):
+    """A tiny model vLLM can run and a LoRA adapter of it with random (non-zero) weights."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from evalkit.checkpoints import resolve
 
+    tiny_llama = make_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama",
+                                 tokenizer_from=builtin_model.path, for_vllm=True)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
     config = LoraConfig(r=8, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],

