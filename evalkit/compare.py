@@ -29,7 +29,7 @@ def _is_adapter_of(tuned: Any, base: Any) -> bool:
 
 
 def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], options: Any,
-                        out: str | Path, judge: str | None = None,
+                        out: str | Path, judge: str | None = None, tuco: bool = False,
                         **stats_options: Any) -> Comparison:
     """Run every task on both checkpoints and write ``comparison.json``/``.md`` into ``out``.
 
@@ -65,5 +65,28 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
         judge_runs([f for both in folders.values() for f in both], judge, options)
     pairs = [(load_run(b), load_run(t)) for b, t in folders.values()]
     comparison = compare_runs(pairs, **stats_options)
+    if tuco:  # after the engines are gone: TuCo loads both models in transformers
+        comparison.tuco = _task_tuco(base, tuned, tasks, options)
     write_comparison(comparison, out)
     return comparison
+
+
+def _task_tuco(base: Any, tuned: Any, tasks: Sequence[str], options: Any
+               ) -> dict[str, dict[str, float]]:
+    """Mean TuCo (tuning contribution) over each task's prompts, the same items as the runs."""
+    from evalkit.analysis import tuco
+
+    models = tuco.load_pair(base, tuned, "cuda" if _has_cuda() else "cpu")
+    found = {}
+    for task in tasks:
+        limit = options.limits.get(task, options.limit)
+        s = tuco.task_tuco(base, tuned, task, limit=limit, models=models,
+                           data_dir=options.data_dir).summary
+        found[task] = {"mean": s.mean, "std": s.std, "median": s.median, "n": s.n}
+    return found
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

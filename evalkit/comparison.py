@@ -214,6 +214,9 @@ class Comparison(BaseModel):
     # Conjugate-prompt recovery (evalkit.conjugate.RecoveryRow as dicts), one per (plain task,
     # conjugate task, metric) present in the comparison.
     recovery: list[dict[str, Any]] = Field(default_factory=list)
+    # `compare --tuco`: per task, TuCo over its prompts (mean, std, median, n), from
+    # evalkit.analysis.tuco; empty when not asked for.
+    tuco: dict[str, dict[str, float]] = Field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
         counts = dict.fromkeys(("improved", "regressed", "no significant change", "untested"), 0)
@@ -835,20 +838,31 @@ def comparison_table(comparison: Comparison, title: str | None = None):  # -> ri
                           ("95% CI pp", "right"), ("test", "left"), ("p", "right"),
                           ("p Holm", "right"), ("verdict", "left")):
         table.add_column(name, justify=justify)
+    if comparison.tuco:
+        table.add_column("TuCo", justify="right")
     for row in comparison.rows:
-        table.add_row(row.task, row.metric, str(row.n_items), pct(row.base), pct(row.tuned),
-                      pp(row.delta), ci_text(row), _test_text(row), fmt_p(row.p_value),
-                      fmt_p(row.p_holm), f"[{_VERDICT_STYLE[row.verdict]}]{row.verdict}[/]")
+        cells = [row.task, row.metric, str(row.n_items), pct(row.base), pct(row.tuned),
+                 pp(row.delta), ci_text(row), _test_text(row), fmt_p(row.p_value),
+                 fmt_p(row.p_holm), f"[{_VERDICT_STYLE[row.verdict]}]{row.verdict}[/]"]
+        table.add_row(*cells, *([_tuco_text(comparison, row.task)] if comparison.tuco else []))
     return table
 
 
-def markdown_table(rows: Sequence[MetricRow]) -> str:
+def _tuco_text(comparison: Comparison, task: str) -> str:
+    value = comparison.tuco.get(task)
+    return f"{value['mean']:.3f}" if value else "—"
+
+
+def markdown_table(rows: Sequence[MetricRow], tuco: dict[str, dict[str, float]] | None = None
+                   ) -> str:
     lines = ["| task | metric | n | base | tuned | Δ (pp) | 95% CI (pp) | test | p (Holm) | "
-             "verdict |", "|---|---|---:|---:|---:|---:|---:|---|---:|---|"]
+             "verdict |" + (" TuCo |" if tuco else ""),
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---|" + ("---:|" if tuco else "")]
     for r in rows:
+        mean = f" {tuco[r.task]['mean']:.3f} |" if tuco and r.task in tuco else " — |"
         lines.append(f"| {r.task} | `{r.metric}` | {r.n_items} | {pct(r.base)} | {pct(r.tuned)} "
                      f"| {pp(r.delta)} | {ci_text(r)} | {_test_text(r)} | {fmt_p(r.p_holm)} | "
-                     f"{_VERDICT_MARK[r.verdict]} |")
+                     f"{_VERDICT_MARK[r.verdict]} |" + (mean if tuco else ""))
     return "\n".join(lines)
 
 
@@ -919,7 +933,8 @@ def comparison_markdown(comparison: Comparison, *, max_items: int = 10,
             f"{counts['regressed']} regressed · {counts['improved']} improved · "
             f"{counts['no significant change']} no significant change"
             + (f" · {counts['untested']} untested" if counts["untested"] else ""), "",
-            markdown_table(comparison.rows), "", f"<sub>{settings_line(comparison)}</sub>", ""]
+            markdown_table(comparison.rows, comparison.tuco), "",
+            f"<sub>{settings_line(comparison)}</sub>", ""]
     if comparison.recovery:
         from evalkit.conjugate import RecoveryRow, recovery_markdown
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -30,3 +31,12 @@ def data_dir(explicit: str | Path | None = None) -> Path | None:
 def project_root() -> Path:
     """The source checkout (``tasks/``, ``sandbox/`` and ``results/`` live here)."""
     return Path(__file__).resolve().parent.parent
+
+
+def resource_dir(name: str) -> Path:
+    """``tasks`` or ``sandbox``: the checkout's folder (a source tree or an editable install),
+    else the copy a wheel installs under ``<prefix>/share/evalkit`` (pyproject's data-files)."""
+    for root in (project_root(), Path(sys.prefix) / "share" / "evalkit"):
+        if (root / name).is_dir():
+            return root / name
+    return project_root() / name

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System packages evalkit's sandbox, Docker backend and report tests need (Debian/Ubuntu).
+# System packages evalkit's sandbox and its Docker backend need (Debian/Ubuntu).
 # Idempotent: installs only what is missing. Needs root (or sudo).
 set -euo pipefail
 need=()

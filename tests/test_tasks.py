@@ -80,3 +80,21 @@ def test_data_problems(tmp_path):
     task = load_task(str(path), data_dir=data)
     with pytest.raises(EvalkitError, match="template uses a field the data lacks"):
         task.prompt(task.docs()[0])
+
+
+def test_an_installed_wheel_finds_tasks_and_sandbox_under_its_prefix(tmp_path, monkeypatch):
+    """A non-editable install has no checkout: pyproject's data-files put tasks/ and sandbox/
+    under <prefix>/share/evalkit, and that is where evalkit must look."""
+    import sys
+
+    import evalkit.paths as paths
+
+    share = tmp_path / "prefix" / "share" / "evalkit"
+    (share / "tasks").mkdir(parents=True)
+    (share / "sandbox").mkdir()
+    monkeypatch.setattr(paths, "project_root", lambda: tmp_path / "site-packages")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
+    assert paths.resource_dir("tasks") == share / "tasks"
+    assert paths.resource_dir("sandbox") == share / "sandbox"
+    monkeypatch.undo()
+    assert paths.resource_dir("tasks") == paths.project_root() / "tasks"  # the checkout wins

@@ -215,19 +215,20 @@ def load_pair(base: Checkpoint, tuned: Checkpoint, device: str = "cpu") -> tuple
     return load_model(base, device), load_model(tuned, device), tokenizer
 
 
-def task_prompts(task_name: str, limit: int | None = None) -> list[str | list[dict]]:
+def task_prompts(task_name: str, limit: int | None = None, data_dir: Path | None = None
+                 ) -> list[str | list[dict]]:
     """The prompts of a registered evalkit task (``evalkit.tasks.load_task``)."""
     from evalkit.tasks import load_task
 
-    task = load_task(task_name)
+    task = load_task(task_name, data_dir)
     return [task.prompt(doc) for doc in task.docs(limit=limit)]
 
 
 def task_tuco(base: Checkpoint, tuned: Checkpoint, task_name: str, *, limit: int | None = None,
-              device: str = "cpu", progress: bool = True, models: tuple | None = None
-              ) -> TucoResult:
+              device: str = "cpu", progress: bool = True, models: tuple | None = None,
+              data_dir: Path | None = None) -> TucoResult:
     """Per-prompt TuCo over a task's prompts; ``result.summary.mean`` is what `compare` shows."""
-    return tuco_for_prompts(base, tuned, task_prompts(task_name, limit), name=task_name,
+    return tuco_for_prompts(base, tuned, task_prompts(task_name, limit, data_dir), name=task_name,
                             device=device, progress=progress, models=models)
 
 

@@ -12,9 +12,18 @@ from evalkit.cli import analyze, compare, finetune, run, sandbox  # noqa: F401  
 from evalkit.cli.app import app
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM's default kills this process at once, and the vLLM engine's worker processes
+    # live on, holding memory and cores. Raising unwinds the `with` blocks, which close it.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
     from evalkit.errors import EvalkitError
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except EvalkitError as exc:

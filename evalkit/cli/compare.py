@@ -81,6 +81,9 @@ def compare(
     judge: Annotated[str | None, typer.Option(
         help="Also grade answers with this checkpoint (tasks with a judge prompt: FineTuneBench)")
     ] = None,
+    tuco: Annotated[bool, typer.Option(
+        "--tuco", help="Also report each task's mean TuCo (tuning contribution, transformers).")
+    ] = False,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
     Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
@@ -116,9 +119,10 @@ def compare(
             if not is_run_source(value):
                 raise EvalkitError(f"--runs: {side} {value} is not a run folder, a folder of "
                                    "run folders or a comparison.json")
-        if any(v is not None for v in (limit, n, temperature, max_tokens, judge)):
-            raise EvalkitError("--limit, --n, --temperature, --max-tokens and --judge apply when "
-                               "running checkpoints; these run folders are already finished")
+        if any(v is not None for v in (limit, n, temperature, max_tokens, judge)) or tuco:
+            raise EvalkitError("--limit, --n, --temperature, --max-tokens, --judge and --tuco "
+                               "apply when running checkpoints; these run folders are already "
+                               "finished")
         comparison = compare_paths(base, tuned, task_names, **stats_options)
         out = out or Path("out") / "compare" / (
             f"{_slug(comparison.base_label)}-vs-{_slug(comparison.tuned_label)}")
@@ -141,7 +145,7 @@ def compare(
                                                              None, dtype, batch_size, None, None))
         out = out or Path("out") / "compare" / f"{_slug(base)}-vs-{_slug(tuned)}"
         comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
-                                         **stats_options)
+                                         tuco=tuco, **stats_options)
         json_path, md_path = out / "comparison.json", out / "comparison.md"
     console = _console()
     console.print(comparison_table(comparison))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from evalkit.errors import EvalkitError
-from evalkit.paths import project_root
+from evalkit.paths import resource_dir
 from evalkit.sandbox.result import Limits, SandboxResult, sandbox_error
 
 log = logging.getLogger("evalkit.sandbox")
@@ -44,7 +44,7 @@ def spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
 
 
 def runner_path() -> Path:
-    path = project_root() / "sandbox" / "runner.py"
+    path = resource_dir("sandbox") / "runner.py"
     if not path.is_file():
         raise EvalkitError(f"the sandbox runner is missing at {path}: reinstall evalkit")
     return path

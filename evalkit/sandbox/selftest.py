@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
-from evalkit.paths import project_root
+from evalkit.paths import project_root, resource_dir
 from evalkit.sandbox.base import Sandbox
 from evalkit.sandbox.result import Limits, SandboxResult
 
@@ -101,7 +101,7 @@ class HostileProgram:
 
 
 def hostile_programs() -> list[HostileProgram]:
-    folder = project_root() / "sandbox" / "hostile"
+    folder = resource_dir("sandbox") / "hostile"
     programs = []
     for path in sorted(folder.glob("*.py")):
         text = path.read_text()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from evalkit.errors import EvalkitError
 from evalkit.paths import data_dir as resolve_data_dir
-from evalkit.paths import project_root
+from evalkit.paths import resource_dir
 from evalkit.tasks.spec import load_spec
 from evalkit.tasks.task import Doc, Task
 
@@ -23,7 +23,7 @@ __all__ = ["Doc", "Task", "list_tasks", "load_task", "task_dirs"]
 
 def task_dirs() -> list[Path]:
     extra = [Path(p) for p in os.environ.get("EVALKIT_TASKS_PATH", "").split(os.pathsep) if p]
-    return [*extra, project_root() / "tasks"]
+    return [*extra, resource_dir("tasks")]
 
 
 @cache
