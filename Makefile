@@ -29,7 +29,7 @@ sysdeps:
 DEMO ?= demo
 demo: install sysdeps
 	test -f $(DEMO)/tuned/evalkit_finetune.json || $(BIN)/evalkit finetune builtin:smollm2-135m \
-		--data finetunebench:fictional_people --method lora --epochs 3 --out $(DEMO)/tuned --overwrite
+		--data finetunebench:fictional_people --method lora --epochs 3 --out $(DEMO)/tuned
 	$(BIN)/evalkit compare builtin:smollm2-135m $(DEMO)/tuned --limit 20 \
 		--tasks humaneval,mbpp,gsm8k,finetunebench_fictional_people_memorization \
 		--runs-dir $(DEMO)/runs --out $(DEMO)/compare

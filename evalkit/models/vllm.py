@@ -55,6 +55,9 @@ class VLLMBackend(Backend):
               tensor_parallel_size: int = 1, dtype: str = "auto",
               max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
               seed: int = 0, lora_loglikelihood: str | None = None, **_: Any) -> VLLMBackend:
+        if lora_loglikelihood not in (None, "vllm", "transformers"):
+            raise EvalkitError(f"lora_loglikelihood must be 'vllm' or 'transformers', not "
+                               f"{lora_loglikelihood!r}")
         try:
             from vllm import LLM
             from vllm.platforms import current_platform
