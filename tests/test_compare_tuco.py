@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from tiny_models import make_tiny_llama
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # two compare runs through the CLI (~1 min)
 
 
 def _compare(base: Path, tuned: Path, tmp_path: Path, name: str) -> dict:
