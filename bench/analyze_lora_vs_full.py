@@ -1,13 +1,19 @@
 """LoRA vs full fine-tuning of the embedded model, seen by `evalkit analyze` (intruder paper).
 
-    .venv/bin/python bench/analyze_lora_vs_full.py [--examples 400] [--epochs 2] [--rank 8]
+    .venv/bin/python bench/analyze_lora_vs_full.py [--data finetunebench:fictional_people]
+        [--ranks 1,8,16] [--lora-lr 1e-2] [--full-lr 1e-4] [--epochs N]
 
-Makes two fine-tunes of BASE with `evalkit finetune` on the same data (the first N GSM8K train
-problems as prompt/completion pairs), one full and one LoRA, then analyses both against BASE
-with the default settings (k = 10, ε = 0.5, every block matrix) and prints the headline numbers:
-intruders summed over the model, the count-vs-ε curve, effective rank of ΔW, relative update.
+Makes fine-tunes of BASE with `evalkit finetune` on the same data and for the same number of
+epochs: one full, and one LoRA per rank (alpha = 2r, every linear layer but the head). Then it
+analyses each against BASE with the default settings (k = 10, ε = 0.5, every block matrix) and
+prints the headline numbers: intruders summed over the model, the count-vs-ε curve, effective
+and stable rank of ΔW, relative update, and each fine-tune's training loss (last 10 steps).
+
 The paper's qualitative result: intruders for low-rank LoRA, few or none for full fine-tuning,
-and a much lower effective rank of ΔW for LoRA. Fine-tunes already in --out are reused.
+and a much lower effective rank of ΔW for LoRA. Intruders need an update whose top singular
+value reaches the base matrix's top-10 ones; on SmolLM2-135M that takes LoRA's usual learning
+rates ×10 (see bench/README.md). Fine-tunes already in --out are reused (same folder name =
+same recipe), so rerunning only analyses.
 """
 
 from __future__ import annotations
@@ -22,35 +28,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def gsm8k_subset(dest: Path, n: int) -> Path:
-    src = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
-    rows = [json.loads(line) for line in src.read_text().splitlines()[:n]]
-    dest.write_text("".join(json.dumps({"prompt": f"Question: {r['question']}\nAnswer:",
-                                        "completion": " " + r["answer"]}) + "\n"
-                            for r in rows))
-    return dest
-
-
-def finetune(base: str, data: Path, out: Path, method: str, args) -> None:
-    if out.exists():
+def finetune(base: str, out: Path, method: str, lr: float, args, rank: int | None = None
+             ) -> None:
+    if (out / "evalkit_finetune.json").exists():
         return
-    cmd = [sys.executable, "-m", "evalkit", "finetune", base, "--data", str(data),
-           "--method", method, "--epochs", str(args.epochs), "--batch-size", str(args.batch),
+    cmd = [sys.executable, "-m", "evalkit", "finetune", base, "--data", args.data,
+           "--method", method, "--lr", str(lr), "--batch-size", str(args.batch),
            "--max-len", str(args.max_len), "--truncate", "--out", str(out)]
-    if method == "lora":
-        cmd += ["--rank", str(args.rank)]
+    if args.epochs:
+        cmd += ["--epochs", str(args.epochs)]
+    if rank is not None:
+        cmd += ["--rank", str(rank)]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def late_loss(folder: Path) -> float:
+    """Mean training loss over the last 10 optimizer steps (one step's loss is noisy)."""
+    losses = json.loads((folder / "evalkit_finetune.json").read_text())["loss_history"][-10:]
+    return round(sum(losses) / len(losses), 4)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default="builtin:smollm2-135m")
-    p.add_argument("--examples", type=int, default=400)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--data", default="finetunebench:fictional_people",
+                   help="anything `evalkit finetune --data` takes")
+    p.add_argument("--epochs", type=int, default=None, help="default: evalkit finetune's")
+    p.add_argument("--ranks", default="1,8,16")
+    p.add_argument("--lora-lr", type=float, default=1e-2)
+    p.add_argument("--full-lr", type=float, default=1e-4)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--max-len", type=int, default=256)
-    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--max-len", type=int, default=1024)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
 
@@ -59,12 +68,16 @@ def main() -> None:
     from evalkit.checkpoints import resolve
     from evalkit.paths import cache_dir
 
-    out = args.out or cache_dir() / "bench" / "lora-vs-full"
+    tag = args.data.replace(":", "-").replace("/", "_") + (f"-e{args.epochs}" if args.epochs
+                                                          else "")
+    out = args.out or cache_dir() / "bench" / f"lora-vs-full-{tag}"
     out.mkdir(parents=True, exist_ok=True)
-    data = gsm8k_subset(out / f"gsm8k-train-{args.examples}.jsonl", args.examples)
-    tunes = {"full": out / "full", f"lora r={args.rank}": out / f"lora-r{args.rank}"}
-    for label, folder in tunes.items():
-        finetune(args.base, data, folder, "full" if label == "full" else "lora", args)
+    tunes = {f"full lr={args.full_lr:g}": out / f"full-lr{args.full_lr:g}"}
+    finetune(args.base, tunes[f"full lr={args.full_lr:g}"], "full", args.full_lr, args)
+    for r in (int(x) for x in args.ranks.split(",") if x):
+        label = f"lora r={r} lr={args.lora_lr:g}"
+        tunes[label] = out / f"lora-r{r}-lr{args.lora_lr:g}"
+        finetune(args.base, tunes[label], "lora", args.lora_lr, args, rank=r)
 
     base = resolve(args.base)
     rows = {}
@@ -72,6 +85,7 @@ def main() -> None:
         analysis = analyze_weights(base, resolve(str(folder)), Options(progress=False))
         s = report.write(analysis, out / f"analysis-{folder.name}")
         rows[label] = {
+            "loss_last10": late_loss(folder),
             "intruders_total": s.intruders_total,
             "matrices_with_intruders": s.matrices_with_intruders,
             "intruder_curve": s.intruder_curve,
@@ -89,6 +103,7 @@ def main() -> None:
     print(json.dumps(rows, indent=2))
     (out / "lora_vs_full.json").write_text(json.dumps({"recipe": recipe, "results": rows},
                                                       indent=2))
+    print(f"wrote {out / 'lora_vs_full.json'}")
 
 
 if __name__ == "__main__":

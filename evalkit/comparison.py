@@ -787,12 +787,28 @@ def write_comparison(comparison: Comparison, out: str | Path) -> tuple[Path, Pat
     return json_path, md_path
 
 
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
+# Metrics that are not proportions (lm-eval's perplexity family): tables show them in their own
+# units; every other metric is a rate in [0, 1], shown in % with differences in points.
+_RAW_UNIT_METRICS = frozenset({"bits_per_byte", "byte_perplexity", "word_perplexity",
+                               "perplexity"})
 
 
-def pp(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:+.1f}"
+def is_rate(metric: str) -> bool:
+    return metric.split(",")[0] not in _RAW_UNIT_METRICS
+
+
+def value_text(metric: str, value: float | None) -> str:
+    """A metric's value for a table: ``31.6%`` for rates, ``0.931`` otherwise."""
+    if value is None:
+        return "—"
+    return f"{100 * value:.1f}%" if is_rate(metric) else f"{value:.4g}"
+
+
+def delta_text(metric: str, value: float | None) -> str:
+    """A difference: ``+7.0 pp`` for rates, ``+0.071`` in the metric's units otherwise."""
+    if value is None:
+        return "—"
+    return f"{100 * value:+.1f} pp" if is_rate(metric) else f"{value:+.3g}"
 
 
 def fmt_p(value: float | None) -> str:
@@ -804,7 +820,9 @@ def fmt_p(value: float | None) -> str:
 def ci_text(row: MetricRow) -> str:
     if row.ci_low is None or row.ci_high is None:
         return "—"
-    return f"[{pp(row.ci_low)}, {pp(row.ci_high)}]"
+    if not is_rate(row.metric):
+        return f"[{row.ci_low:+.3g}, {row.ci_high:+.3g}]"
+    return f"[{100 * row.ci_low:+.1f}, {100 * row.ci_high:+.1f}] pp"
 
 
 def _test_text(row: MetricRow) -> str:
@@ -822,7 +840,8 @@ _VERDICT_MARK = {"improved": "✅ improved", "regressed": "❌ regressed",
 def settings_line(comparison: Comparison) -> str:
     s = comparison.settings
     tested = sum(r.p_value is not None for r in comparison.rows)
-    return (f"Δ and CI in percentage points; {round(100 * s.confidence)}% CI: paired "
+    return (f"Δ and CI in percentage points (perplexity-type metrics in their own units); "
+            f"{round(100 * s.confidence)}% CI: paired "
             f"bootstrap over items ({s.resamples:,} resamples, seed {s.seed}); verdicts at "
             f"α = {s.alpha} with Holm's correction across all {tested} tested rows.")
 
@@ -834,15 +853,16 @@ def comparison_table(comparison: Comparison, title: str | None = None):  # -> ri
     table = Table(title=title or f"{comparison.base_label} → {comparison.tuned_label}",
                   caption=settings_line(comparison), caption_justify="left")
     for name, justify in (("task", "left"), ("metric", "left"), ("n", "right"),
-                          ("base %", "right"), ("tuned %", "right"), ("Δ pp", "right"),
-                          ("95% CI pp", "right"), ("test", "left"), ("p", "right"),
+                          ("base", "right"), ("tuned", "right"), ("Δ", "right"),
+                          ("95% CI", "right"), ("test", "left"), ("p", "right"),
                           ("p Holm", "right"), ("verdict", "left")):
         table.add_column(name, justify=justify)
     if comparison.tuco:
         table.add_column("TuCo", justify="right")
     for row in comparison.rows:
-        cells = [row.task, row.metric, str(row.n_items), pct(row.base), pct(row.tuned),
-                 pp(row.delta), ci_text(row), _test_text(row), fmt_p(row.p_value),
+        cells = [row.task, row.metric, str(row.n_items), value_text(row.metric, row.base),
+                 value_text(row.metric, row.tuned), delta_text(row.metric, row.delta),
+                 ci_text(row), _test_text(row), fmt_p(row.p_value),
                  fmt_p(row.p_holm), f"[{_VERDICT_STYLE[row.verdict]}]{row.verdict}[/]"]
         table.add_row(*cells, *([_tuco_text(comparison, row.task)] if comparison.tuco else []))
     return table
@@ -855,13 +875,14 @@ def _tuco_text(comparison: Comparison, task: str) -> str:
 
 def markdown_table(rows: Sequence[MetricRow], tuco: dict[str, dict[str, float]] | None = None
                    ) -> str:
-    lines = ["| task | metric | n | base | tuned | Δ (pp) | 95% CI (pp) | test | p (Holm) | "
+    lines = ["| task | metric | n | base | tuned | Δ | 95% CI | test | p (Holm) | "
              "verdict |" + (" TuCo |" if tuco else ""),
              "|---|---|---:|---:|---:|---:|---:|---|---:|---|" + ("---:|" if tuco else "")]
     for r in rows:
         mean = f" {tuco[r.task]['mean']:.3f} |" if tuco and r.task in tuco else " — |"
-        lines.append(f"| {r.task} | `{r.metric}` | {r.n_items} | {pct(r.base)} | {pct(r.tuned)} "
-                     f"| {pp(r.delta)} | {ci_text(r)} | {_test_text(r)} | {fmt_p(r.p_holm)} | "
+        lines.append(f"| {r.task} | `{r.metric}` | {r.n_items} | {value_text(r.metric, r.base)} "
+                     f"| {value_text(r.metric, r.tuned)} | {delta_text(r.metric, r.delta)} "
+                     f"| {ci_text(r)} | {_test_text(r)} | {fmt_p(r.p_holm)} | "
                      f"{_VERDICT_MARK[r.verdict]} |" + (mean if tuco else ""))
     return "\n".join(lines)
 
@@ -889,7 +910,8 @@ def _side_header(side: str, view: SampleView | None) -> str:
 
 def flipped_item_markdown(item: FlippedItem) -> str:
     """One flipped item: what changed, then both completions side by side (an HTML table)."""
-    changes = ", ".join(f"`{m}` {pct(v[0])} → {pct(v[1])}" for m, v in item.values.items())
+    changes = ", ".join(f"`{m}` {value_text(m, v[0])} → {value_text(m, v[1])}"
+                        for m, v in item.values.items())
     kind = "regression" if "regression" in item.flips.values() else "improvement"
     target = "" if item.target is None else f" · target `{_clip(str(item.target), 1, 80)}`"
     cells = []

@@ -34,14 +34,14 @@ from evalkit.comparison import (
     RunData,
     ci_text,
     compare_runs,
+    delta_text,
     fmt_p,
     load_comparison,
     load_runs,
     pair_by_task,
-    pct,
-    pp,
     read_json,
     refuse_duplicate_tasks,
+    value_text,
     verdict,
 )
 from evalkit.errors import EvalkitError
@@ -136,8 +136,8 @@ def gate_row(row: MetricRow, max_drop: float) -> GateRow:
                        message=f"{name}: no item could be scored on both sides "
                                f"({row.n_excluded} excluded); the gate cannot decide")
     drop = 100.0 * (-row.delta if row.higher_is_better else row.delta)
-    numbers = (f"{pct(row.base)}% → {pct(row.tuned)}% (Δ {pp(row.delta)} pp, 95% CI "
-               f"{ci_text(row)} pp; {row.test}"
+    numbers = (f"{value_text(row.metric, row.base)} → {value_text(row.metric, row.tuned)} "
+               f"(Δ {delta_text(row.metric, row.delta)}, 95% CI {ci_text(row)}; {row.test}"
                + (f" b={row.b} c={row.c}" if row.b is not None else "")
                + f", p{_eq(row.p_value)}, Holm p{_eq(row.p_holm)}; n={row.n_items})")
     if row.verdict == "regressed" and drop > max_drop:
@@ -232,14 +232,15 @@ def gate_table(result: GateResult):  # -> rich.table.Table
     table = Table(title=f"evalkit check (max drop {result.max_drop:g} pp, α = {result.alpha}, "
                         "Holm)")
     for name, justify in (("task", "left"), ("metric", "left"), ("n", "right"),
-                          ("baseline %", "right"), ("candidate %", "right"), ("Δ pp", "right"),
-                          ("95% CI pp", "right"), ("p Holm", "right"), ("regressed items", "left"),
+                          ("baseline", "right"), ("candidate", "right"), ("Δ", "right"),
+                          ("95% CI", "right"), ("p Holm", "right"), ("regressed items", "left"),
                           ("status", "left")):
         table.add_column(name, justify=justify)
     for g in result.rows:
         r = g.row
-        table.add_row(r.task, r.metric, str(r.n_items), pct(r.base), pct(r.tuned), pp(r.delta),
-                      ci_text(r), fmt_p(r.p_holm), _worst_items(r, 3) or "—",
+        table.add_row(r.task, r.metric, str(r.n_items), value_text(r.metric, r.base),
+                      value_text(r.metric, r.tuned), delta_text(r.metric, r.delta), ci_text(r),
+                      fmt_p(r.p_holm), _worst_items(r, 3) or "—",
                       _STATUS_STYLE[g.status])
     return table
 

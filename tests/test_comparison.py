@@ -319,9 +319,27 @@ def test_markdown_summary_is_pr_comment_sized(tmp_path):
     comp = cmp.compare_paths(tmp_path / "b", tmp_path / "t")
     text = cmp.comparison_markdown(comp)
     assert len(text) <= 60_000
-    assert "| toy | `acc` | 600 | 100.0 | 0.0 | -100.0 |" in text
+    assert "| toy | `acc` | 600 | 100.0% | 0.0% | -100.0 pp | [-100.0, -100.0] pp |" in text
     assert "<details>" in text and "600 regressed items" in text
     assert "more characters" in text  # completions are clipped
+
+
+def test_tables_show_bits_per_byte_in_its_own_units(tmp_path):
+    # A perplexity-type metric is not a rate: 0.931 bits/byte must not print as "93.1%".
+    spec = {"bits_per_byte,doc_mean": {"higher_is_better": False}}
+    base = {str(i): 0.9 + 0.01 * (i % 5) for i in range(20)}
+    tuned = {d: v + 0.05 for d, v in base.items()}
+    b = make_run_folder(tmp_path / "b", base, score_key="bits_per_byte,doc_mean", metrics=spec)
+    t = make_run_folder(tmp_path / "t", tuned, score_key="bits_per_byte,doc_mean", metrics=spec)
+    comp = cmp.compare_paths(b, t)
+    row = comp.rows[0]
+    assert row.verdict == "regressed"  # lower is better and every document got worse
+    text = cmp.comparison_markdown(comp)
+    assert f"| {row.base:.4g} | {row.tuned:.4g} | +0.05 | [+0.05, +0.05] |" in text
+    assert "%" not in text.split("| toy |")[1].split("\n")[0]
+    console = Console(record=True, width=200)
+    console.print(cmp.comparison_table(comp))
+    assert "0.92" in console.export_text() and "92.0" not in console.export_text()
 
 
 def test_markdown_escapes_completions(tmp_path):

@@ -16,15 +16,19 @@ import hashlib
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from evalkit.checkpoints import Checkpoint
 from evalkit.errors import EvalkitError
 
 if TYPE_CHECKING:
     import torch
+
+# Rows read at a time by ModelFiles.read_minus (bytes of the result).
+_BLOCK_BYTES = 8 << 20
 
 # Decoder-block index inside a parameter name: model.layers.3., transformer.h.3., blocks.3. ...
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
@@ -84,6 +88,45 @@ class ModelFiles:
         info = self.index[name]
         with safe_open(info.file, framework="pt") as f:
             return f.get_tensor(name)
+
+    def read_minus(self, name: str, other: torch.Tensor) -> torch.Tensor:
+        """This tensor minus ``other`` (same shape, its dtype), read a block of rows at a time.
+
+        Reads with plain file I/O at the tensor's offset (safetensors: 8-byte header length,
+        JSON header, then the raw little-endian data). Through ``safe_open`` every page read
+        stays mapped, and counted in the process's memory, until the file is closed, so
+        ``read(name) - other`` would hold the tensor next to the difference: two matrices."""
+        import torch
+
+        info = self.index[name]
+        dtype_name = _DTYPE_NAMES.get(info.dtype)
+        if dtype_name is None or len(info.shape) != 2 or sys.byteorder != "little":
+            return self.read(name).to(other.dtype) - other
+        dtype = getattr(torch, dtype_name)
+        out = torch.empty(info.shape, dtype=other.dtype)
+        row_bytes = info.shape[1] * torch.empty((), dtype=dtype).element_size()
+        step = max(1, _BLOCK_BYTES // max(1, row_bytes))
+        with open(info.file, "rb") as fh:
+            start = _data_start(fh, name)
+            for i in range(0, info.shape[0], step):
+                n = min(step, info.shape[0] - i)
+                fh.seek(start + i * row_bytes)
+                block = bytearray(fh.read(n * row_bytes))
+                if len(block) != n * row_bytes:
+                    raise EvalkitError(f"{info.file} is truncated (tensor {name})")
+                rows = torch.frombuffer(block, dtype=dtype).view(n, info.shape[1])
+                torch.sub(rows.to(other.dtype), other[i:i + n], out=out[i:i + n])
+        return out
+
+
+_DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+def _data_start(fh: Any, name: str) -> int:
+    """Absolute file offset of tensor ``name``'s bytes in an open safetensors file."""
+    header_len = int.from_bytes(fh.read(8), "little")
+    header = json.loads(fh.read(header_len))
+    return 8 + header_len + header[name]["data_offsets"][0]
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -262,25 +305,43 @@ class WeightSource:
         d = self.lora.delta(name, dtype) if self.lora is not None else None
         return w if d is None else w + d
 
+    def read_minus(self, name: str, other: torch.Tensor) -> torch.Tensor:
+        """``read(name, other.dtype) - other`` without holding the whole tensor next to it."""
+        if self.lora is None:
+            return self.files.read_minus(name, other)
+        return self.read(name, other.dtype) - other
+
     def storage_dtype(self, name: str) -> str:
         return self.files.index[name].dtype
+
+
+def _adapter_on_base(base: WeightSource, tuned: WeightSource) -> bool:
+    return (base.lora is None and tuned.lora is not None
+            and base.files.folder.resolve() == tuned.files.folder.resolve())
 
 
 def read_pair(base: WeightSource, tuned: WeightSource, name: str, dtype: torch.dtype
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(W_b, W_t, ΔW) for one tensor. When TUNED is an adapter on BASE's own weights, the model
     tensor is read once and ΔW is the adapter's update itself (exact, no cancellation)."""
-    same_weights = (base.lora is None and tuned.lora is not None
-                    and base.files.folder.resolve() == tuned.files.folder.resolve())
-    if same_weights:
-        w_b = base.read_model(name, dtype)
-        d = tuned.delta(name, dtype)
-        if d is None:
-            return w_b, w_b, _zeros_like(w_b)
+    if _adapter_on_base(base, tuned):
+        w_b, d = read_delta(base, tuned, name, dtype)
         return w_b, w_b + d, d
     w_b = base.read(name, dtype)
     w_t = tuned.read(name, dtype)
     return w_b, w_t, w_t - w_b
+
+
+def read_delta(base: WeightSource, tuned: WeightSource, name: str, dtype: torch.dtype
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W_b, ΔW) for one tensor, holding two matrices rather than three: W_t is read block by
+    block into ΔW (W_t = W_b + ΔW, to float rounding, for whoever needs it)."""
+    if _adapter_on_base(base, tuned):
+        w_b = base.read_model(name, dtype)
+        d = tuned.delta(name, dtype)
+        return w_b, _zeros_like(w_b) if d is None else d
+    w_b = base.read(name, dtype)
+    return w_b, tuned.read_minus(name, w_b)
 
 
 def _zeros_like(w: torch.Tensor) -> torch.Tensor:

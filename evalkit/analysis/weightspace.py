@@ -1,8 +1,9 @@
 """The per-matrix pass behind ``evalkit analyze``: stream, decompose, summarise, cache.
 
-Memory: one matrix pair at a time. For an m×n matrix the pass holds W_b, W_t and ΔW (float32),
-a float64 copy for the Gram products, the base's U (≤ m·n) and the SVD workspace — about eight
-times the largest analysed matrix in float32, plus the interpreter and torch (~0.3 GB).
+Memory: one matrix pair at a time. For an m×n matrix the pass holds W_b and ΔW in float32
+(W_t = W_b + ΔW only while its top-k vectors are computed), float64 blocks of a few thousand
+rows for the Gram products, and, for intruders, the base's U (≤ m·n) and the SVD workspace:
+a few times the largest analysed matrix, plus the interpreter and its libraries (~0.4 GB).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from evalkit.analysis.weights import (
     adapter_info,
     layer_index,
     module_name,
-    read_pair,
+    read_delta,
     select_matrices,
 )
 from evalkit.checkpoints import Checkpoint
@@ -116,12 +117,13 @@ def check_device(device: str) -> str:
     raise EvalkitError(f"--device must be cpu or cuda, not {device}")
 
 
-def analyze_matrix(w_b: torch.Tensor, w_t: torch.Tensor, dw: torch.Tensor, *, k: int,
-                   epsilon: float, base_svd: Callable[[], tuple[torch.Tensor, torch.Tensor]]
-                   | None = None) -> tuple[dict[str, Any], torch.Tensor | None]:
+def analyze_matrix(w_b: torch.Tensor, dw: torch.Tensor, *, k: int, epsilon: float,
+                   base_svd: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
+                   ) -> tuple[dict[str, Any], torch.Tensor | None]:
     """Everything the table reports about one matrix, and |U_bᵀU_t| (None if not computed).
 
-    ``base_svd`` returns the base's thin (U, σ); without it only ΔW's spectrum is computed.
+    ``base_svd`` returns the base's thin (U, σ); without it only ΔW's spectrum is computed
+    (and W_t = W_b + ΔW is never formed, so the pass holds two matrices, not three).
     """
     base_norm = float(w_b.norm())
     delta_norm = float(dw.norm())
@@ -144,7 +146,7 @@ def analyze_matrix(w_b: torch.Tensor, w_t: torch.Tensor, dw: torch.Tensor, *, k:
     if base_svd is None:
         return row, None
     u_b, _ = base_svd()
-    u_t, s_t, _ = spectral.top_singular(w_t, k)
+    u_t, s_t, _ = spectral.top_singular(w_b + dw, k)
     cos = intruders.cosine_matrix(u_b, u_t)  # r_b × k
     max_cos = [float(x) for x in cos.amax(dim=0)]
     q_b = u_b[:, :k]
@@ -183,7 +185,7 @@ def analyze_weights(base: Checkpoint, tuned: Checkpoint, options: Options) -> We
     with ProgressBar(options.progress, len(selection.names)) as progress:
         for name in selection.names:
             progress.start(name)
-            w_b, w_t, dw = (t.to(device) for t in read_pair(base_src, tuned_src, name, dtype))
+            w_b, dw = (t.to(device) for t in read_delta(base_src, tuned_src, name, dtype))
 
             def base_svd(name=name, w_b=w_b):
                 u, s = cache.get(name, lambda: tuple(
@@ -191,7 +193,7 @@ def analyze_weights(base: Checkpoint, tuned: Checkpoint, options: Options) -> We
                 return u.to(device), s.to(device)
 
             row, cos = analyze_matrix(
-                w_b, w_t, dw, k=options.k, epsilon=options.epsilon,
+                w_b, dw, k=options.k, epsilon=options.epsilon,
                 base_svd=None if options.spectra_only else base_svd)
             lora = tuned_src.lora.modules.get(name) if tuned_src.lora else None
             row = {
@@ -212,7 +214,7 @@ def analyze_weights(base: Checkpoint, tuned: Checkpoint, options: Options) -> We
                     heat_rank = rank
                     heat = {"name": name, "cos": cos.T.double().cpu().numpy(),
                             "max_cos": row["max_cos"]}
-            del w_b, w_t, dw
+            del w_b, dw
             progress.done()
     return WeightAnalysis(
         options=options,
