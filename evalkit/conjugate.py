@@ -202,6 +202,14 @@ def _recovery_row(comparison: Comparison, plain: str, conj: str, metric: str,
                        plain_verdict=plain_verdict, verdict=verdict)
 
 
+def _share_text(row: RecoveryRow) -> str:
+    # A share of forgetting only means something when there is significant forgetting: with a
+    # 4 pp drop inside the noise, "350% recovered" would be read as a finding.
+    if row.recovered_share is None or row.verdict == "no significant forgetting":
+        return "—"
+    return f"{100 * row.recovered_share:.0f}%"
+
+
 def recovery_markdown(rows: list[RecoveryRow]) -> str:
     if not rows:
         return ""
@@ -210,7 +218,7 @@ def recovery_markdown(rows: list[RecoveryRow]) -> str:
              "recovery (pp) | 95% CI | recovered | verdict |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        share = "—" if r.recovered_share is None else f"{100 * r.recovered_share:.0f}%"
+        share = _share_text(r)
         lines.append(f"| {r.plain} → {r.conjugate} | `{r.metric}` | {r.n_items} | "
                      f"{100 * r.forgetting:+.1f} | {100 * r.conjugate_loss:+.1f} | "
                      f"{100 * r.recovery:+.1f} | [{100 * r.recovery_ci[0]:+.1f}, "
@@ -228,7 +236,7 @@ def recovery_table(rows: list[RecoveryRow]):  # -> rich.table.Table
         table.add_column(name, justify="left" if name in ("plain → conjugate", "metric",
                                                           "verdict") else "right")
     for r in rows:
-        share = "—" if r.recovered_share is None else f"{100 * r.recovered_share:.0f}%"
+        share = _share_text(r)
         table.add_row(f"{r.plain} → {r.conjugate}", r.metric, str(r.n_items),
                       f"{100 * r.forgetting:+.1f}", f"{100 * r.conjugate_loss:+.1f}",
                       f"{100 * r.recovery:+.1f}",

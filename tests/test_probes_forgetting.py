@@ -117,6 +117,23 @@ def test_no_forgetting_no_verdict_on_recovery(tmp_path):
     assert row.verdict == "no significant forgetting"
 
 
+def test_no_share_is_printed_for_forgetting_inside_the_noise(tmp_path):
+    # tuned loses 2 of 40 on the plain prompt (not significant) and gains 3 on the conjugate
+    # one: recovery / forgetting = 250%, which the tables must not present as a finding.
+    plain = _plant(tmp_path, "mmlu", [1.0] * 20 + [0.0] * 20, [0.0] * 2 + [1.0] * 18 + [0.0] * 20)
+    conj = _plant(tmp_path, "forgetting_mmlu_conj_format", [0.0] * 20 + [1.0] * 20,
+                  [1.0] * 3 + [0.0] * 17 + [1.0] * 20)
+    comparison = compare_runs([plain, conj], resamples=2000)
+    (row,) = recovery(comparison)
+    assert row.verdict == "no significant forgetting"
+    assert row.recovered_share == pytest.approx((0.05 + 0.075) / 0.05)  # kept in the JSON
+    from evalkit.comparison import comparison_markdown
+
+    line = next(x for x in comparison_markdown(comparison).splitlines()
+                if x.startswith("| mmlu → forgetting_mmlu_conj_format"))
+    assert "| — | no significant forgetting |" in line and "250%" not in line
+
+
 def test_recovery_pairs_only_items_both_prompts_asked(tmp_path):
     plain = _plant(tmp_path, "mmlu", [1.0] * 10, [0.0] * 10)
     b = make_run_folder(tmp_path / "cb", {str(i): 1.0 for i in range(5)},
