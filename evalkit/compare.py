@@ -76,7 +76,7 @@ def _task_tuco(base: Any, tuned: Any, tasks: Sequence[str], options: Any
     """Mean TuCo (tuning contribution) over each task's prompts, the same items as the runs."""
     from evalkit.analysis import tuco
 
-    models = tuco.load_pair(base, tuned, "cuda" if _has_cuda() else "cpu")
+    models = tuco.load_pair(base, tuned, device=None)
     found = {}
     for task in tasks:
         limit = options.limits.get(task, options.limit)
@@ -85,8 +85,3 @@ def _task_tuco(base: Any, tuned: Any, tasks: Sequence[str], options: Any
         found[task] = {"mean": s.mean, "std": s.std, "median": s.median, "n": s.n}
     return found
 
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

@@ -864,12 +864,13 @@ def comparison_table(comparison: Comparison, title: str | None = None):  # -> ri
                  value_text(row.metric, row.tuned), delta_text(row.metric, row.delta),
                  ci_text(row), _test_text(row), fmt_p(row.p_value),
                  fmt_p(row.p_holm), f"[{_VERDICT_STYLE[row.verdict]}]{row.verdict}[/]"]
-        table.add_row(*cells, *([_tuco_text(comparison, row.task)] if comparison.tuco else []))
+        table.add_row(*cells, *([_tuco_cell(comparison.tuco, row.task)] if comparison.tuco
+                                else []))
     return table
 
 
-def _tuco_text(comparison: Comparison, task: str) -> str:
-    value = comparison.tuco.get(task)
+def _tuco_cell(tuco: dict[str, dict[str, float]], task: str) -> str:
+    value = tuco.get(task)
     return f"{value['mean']:.3f}" if value else "—"
 
 
@@ -879,11 +880,11 @@ def markdown_table(rows: Sequence[MetricRow], tuco: dict[str, dict[str, float]] 
              "verdict |" + (" TuCo |" if tuco else ""),
              "|---|---|---:|---:|---:|---:|---:|---|---:|---|" + ("---:|" if tuco else "")]
     for r in rows:
-        mean = f" {tuco[r.task]['mean']:.3f} |" if tuco and r.task in tuco else " — |"
         lines.append(f"| {r.task} | `{r.metric}` | {r.n_items} | {value_text(r.metric, r.base)} "
                      f"| {value_text(r.metric, r.tuned)} | {delta_text(r.metric, r.delta)} "
                      f"| {ci_text(r)} | {_test_text(r)} | {fmt_p(r.p_holm)} | "
-                     f"{_VERDICT_MARK[r.verdict]} |" + (mean if tuco else ""))
+                     f"{_VERDICT_MARK[r.verdict]} |"
+                     + (f" {_tuco_cell(tuco, r.task)} |" if tuco else ""))
     return "\n".join(lines)
 
 

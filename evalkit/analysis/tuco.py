@@ -198,12 +198,14 @@ def tuco_for_prompts(base: Checkpoint, tuned: Checkpoint, prompts: list[str | li
     return summarize(name, scores, tokens, base, tuned)
 
 
-def load_pair(base: Checkpoint, tuned: Checkpoint, device: str = "cpu") -> tuple:
+def load_pair(base: Checkpoint, tuned: Checkpoint, device: str | None = "cpu") -> tuple:
+    """Both models and the tokenizer; ``device=None`` picks CUDA when torch sees one."""
+    import torch
     from transformers import AutoTokenizer
 
     from evalkit.analysis.weightspace import check_device
 
-    device = check_device(device)
+    device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # TUNED's tokenizer (an adapter's own first), else BASE's: both models see the same ids.
     candidates = [Path(p) for p in (tuned.path, tuned.model_path, base.path, base.model_path)]
     tok_dir = next((p for p in candidates if any((p / f).exists() for f in (
