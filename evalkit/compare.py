@@ -36,12 +36,29 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
     ``options`` is an ``evalkit.runner.RunOptions``; ``stats_options`` go to ``compare_runs``
     (alpha, confidence, resamples, seed, continuous_test).
     """
-    # Heavy imports (torch, vllm) stay behind these functions.
     from evalkit.checkpoints import resolve
+
+    base, tuned = resolve(base_spec), resolve(tuned_spec)
+    folders = run_pair(base, tuned, tasks, options)
+    if judge:  # grade both sides' answers with a third model (tasks with a judge prompt)
+        from evalkit.judge import judge_runs
+
+        judge_runs([f for both in folders.values() for f in both], judge, options)
+    pairs = [(load_run(b), load_run(t)) for b, t in folders.values()]
+    comparison = compare_runs(pairs, **stats_options)
+    if tuco:  # after the engines are gone: TuCo loads both models in transformers
+        comparison.tuco = _task_tuco(base, tuned, tasks, options)
+    write_comparison(comparison, out)
+    return comparison
+
+
+def run_pair(base: Any, tuned: Any, tasks: Sequence[str], options: Any
+             ) -> dict[str, list[Path]]:
+    """Run every task on both resolved checkpoints: {task: [base folder, tuned folder]}."""
+    # Heavy imports (torch, vllm) stay behind these functions.
     from evalkit.runner import open_backend, run_task
     from evalkit.tasks import load_task
 
-    base, tuned = resolve(base_spec), resolve(tuned_spec)
     options.validate()
     for task in tasks:  # every task and its data checked before any model loads
         load_task(task, options.data_dir).docs(options.limit)
@@ -59,16 +76,7 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
             with open_backend(checkpoint, options) as backend:
                 for task in tasks:
                     folders[task].append(run_task(checkpoint, task, options, backend=backend))
-    if judge:  # grade both sides' answers with a third model (tasks with a judge prompt)
-        from evalkit.judge import judge_runs
-
-        judge_runs([f for both in folders.values() for f in both], judge, options)
-    pairs = [(load_run(b), load_run(t)) for b, t in folders.values()]
-    comparison = compare_runs(pairs, **stats_options)
-    if tuco:  # after the engines are gone: TuCo loads both models in transformers
-        comparison.tuco = _task_tuco(base, tuned, tasks, options)
-    write_comparison(comparison, out)
-    return comparison
+    return folders
 
 
 def _task_tuco(base: Any, tuned: Any, tasks: Sequence[str], options: Any

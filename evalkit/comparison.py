@@ -347,6 +347,9 @@ def load_run(path: str | Path) -> RunData:
         state = f"status '{status}'" if status != "complete" else "no metrics.json"
         raise EvalkitError(f"{folder} is not a finished run ({state}); rerun the same "
                            "`evalkit run` command to finish it before comparing")
+    if raw.get("shard"):  # one shard's items are not the run's: a comparison would be wrong
+        raise EvalkitError(f"{folder} is one shard of a run; join the shards with "
+                           "`evalkit merge` first")
     try:
         run = _RunJson.model_validate(raw)
         metrics = _MetricsJson.model_validate(read_json(metrics_file))

@@ -29,6 +29,7 @@ from evalkit.checkpoints import Checkpoint
 from evalkit.errors import EvalkitError
 from evalkit.models import Backend, Completion, GenRequest, load_backend
 from evalkit.models.base import Loglikelihood, LoglikelihoodRequest
+from evalkit.scale.shard import Shard
 from evalkit.scoring import ScoreInput
 from evalkit.scoring.metrics import aggregate
 from evalkit.store import SCHEMA_VERSION, GenerationCache, RunWriter, content_key, repair_samples
@@ -54,6 +55,7 @@ class RunOptions:
     backend_options: dict = field(default_factory=dict)
     progress: bool = True
     limits: dict[str, int] = field(default_factory=dict)  # per-task --limit (a suite's defaults)
+    shard: Shard | None = None  # --shard i/N: only the items this shard owns (evalkit.scale)
 
     def validate(self) -> None:
         if self.limit is not None and self.limit <= 0:
@@ -128,6 +130,9 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
     options.validate()
     task = load_task(task_name, options.data_dir)
     docs = task.docs(options.limits.get(task.name, options.limit))
+    n_all_docs = len(docs)
+    if options.shard is not None:
+        docs = [d for d in docs if options.shard.owns(d.id)]
     loglikelihood = task.spec.output_type != "generate_until"
     gen = _loglikelihood_settings(task, checkpoint, options) if loglikelihood \
         else _generation(task, options)
@@ -139,6 +144,9 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
                           backend_options=options.backend_options, generation=gen,
                           seed=options.seed, chat_template=chat_hash)
     folder = Path(options.out_dir) / task.name / f"{_slug(checkpoint.name)}-{run_key[:10]}"
+    if options.shard is not None:  # same run_key: `evalkit merge` joins the shards into `folder`
+        folder = folder.with_name(f"{folder.name}.shard-{options.shard.index}of"
+                                  f"{options.shard.count}")
     done = {(s["doc_id"], s["sample_idx"]) for s in repair_samples(folder)} \
         if (folder / "run.json").exists() else set()
 
@@ -157,7 +165,7 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
             continue
         request = GenRequest(prompt=prompt, max_tokens=gen["max_tokens"], stop=tuple(gen["until"]),
                              temperature=gen["temperature"], top_p=gen["top_p"], n=gen["n"],
-                             seed=_seed(options.seed, doc.id),
+                             seed=_seed(options.seed, doc.id), item=doc.id,
                              adapter=checkpoint if checkpoint.kind == "adapter" else None)
         key = content_key(checkpoint=checkpoint.fingerprint, backend=backend_name,
                           backend_version=backend_version,
@@ -176,6 +184,9 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
         if misses and isinstance(backend, LazyBackend):
             backend.start()  # before the folder exists: a model that fails to load leaves nothing
         header = _header(task, checkpoint, backend, options, gen, run_key, chat_hash, len(docs))
+        if options.shard is not None:
+            header["shard"] = {"index": options.shard.index, "count": options.shard.count,
+                               "docs": n_all_docs}
         writer = RunWriter.open(folder, header)
         stack.callback(writer.close)
         sandbox = stack.enter_context(_sandbox(task, options)) if task.scorer.needs_sandbox \
@@ -204,10 +215,9 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
             scorer.wait()
         if cache is not None:
             cache.close()
-        samples = [s for s in repair_samples(folder) if s["doc_id"] in {d.id for d in docs}]
-        metrics = aggregate(samples, task.metrics(gen["n"]))
-        metrics.update(_summary_metrics(task, docs, samples, metrics))
-        writer.finish(metrics, {
+        samples = ordered_samples(docs, repair_samples(folder))
+        metrics = run_metrics(task, docs, samples, gen["n"])
+        writer.finish(metrics, samples=samples, extra={
             "timings": {**header["timings"], "finished": _now(),
                         "generation_s": round(generation_s, 3),
                         "total_s": round(time.perf_counter() - t0, 3)},
@@ -215,6 +225,21 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
                        "cached": len(hits), "resumed": len(docs) - len(pending)},
         })
     return folder
+
+
+def ordered_samples(docs: list[Doc], samples: list[dict]) -> list[dict]:
+    """This run's samples in doc order, then sample index: what a finished samples.jsonl holds,
+    whatever order the engine, the replicas or a resume finished them in."""
+    rank = {d.id: i for i, d in enumerate(docs)}
+    return sorted((s for s in samples if s["doc_id"] in rank),
+                  key=lambda s: (rank[s["doc_id"]], s["sample_idx"]))
+
+
+def run_metrics(task: Task, docs: list[Doc], samples: list[dict], n: int) -> dict[str, dict]:
+    """metrics.json's metrics of these samples (a finished run, or merged shards)."""
+    metrics = aggregate(samples, task.metrics(n))
+    metrics.update(_summary_metrics(task, docs, samples, metrics))
+    return metrics
 
 
 class _Scoring:
@@ -354,7 +379,7 @@ def _loglikelihood_requests(task: Task, doc: Doc, prompt: str, gen: dict,
                             checkpoint: Checkpoint) -> list[LoglikelihoodRequest]:
     adapter = checkpoint if checkpoint.kind == "adapter" else None
     return [LoglikelihoodRequest(context=context, continuation=continuation,
-                                 max_length=gen["max_length"],
+                                 max_length=gen["max_length"], item=doc.id,
                                  rolling=gen["output_type"] == "loglikelihood_rolling",
                                  adapter=adapter)
             for context, continuation in task.loglikelihood_pairs(doc, prompt)]

@@ -73,12 +73,16 @@ class RunWriter:
         return writer
 
     def append(self, record: dict) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.write(sample_line(record))
         self._file.flush()  # in the kernel now: survives kill -9 of this process
         self.done.add((record["doc_id"], record["sample_idx"]))
 
-    def finish(self, metrics: dict, extra: dict) -> None:
+    def finish(self, metrics: dict, extra: dict, samples: list[dict] | None = None) -> None:
+        """Write metrics.json and mark the run complete; with ``samples``, first rewrite
+        samples.jsonl as exactly these records in this order (atomically)."""
         self._file.close()
+        if samples is not None:
+            write_samples_atomic(self.path / "samples.jsonl", samples)
         write_json_atomic(self.path / "metrics.json",
                           {"schema_version": SCHEMA_VERSION, "task": self.header["task"]["name"],
                            "metrics": metrics})
@@ -88,6 +92,18 @@ class RunWriter:
     def close(self) -> None:
         if self._file and not self._file.closed:
             self._file.close()
+
+
+def sample_line(record: dict) -> str:
+    """One samples.jsonl line: the same bytes for the same record, whoever writes it."""
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def write_samples_atomic(path: Path, samples: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(sample_line(s) for s in samples)
+    os.replace(tmp, path)
 
 
 def repair_samples(path: Path) -> list[dict]:
@@ -124,6 +140,10 @@ def load_run(path: str | Path) -> tuple[dict, list[dict], dict]:
         raise EvalkitError(f"{path}/run.json is not a JSON object")
     if run.get("status") != "complete" or not (path / "metrics.json").exists():
         raise EvalkitError(f"{path} is an unfinished run; rerun its command to complete it")
+    if run.get("shard"):
+        raise EvalkitError(f"{path} is shard {run['shard'].get('index')}/"
+                           f"{run['shard'].get('count')} of a run; join the shards with "
+                           "`evalkit merge` first")
     if run.get("schema_version") != SCHEMA_VERSION:
         raise EvalkitError(f"{path}: unsupported run schema version {run.get('schema_version')}")
     samples = []

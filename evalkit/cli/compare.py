@@ -84,6 +84,9 @@ def compare(
     tuco: Annotated[bool, typer.Option(
         "--tuco", help="Also report each task's mean TuCo (tuning contribution, transformers).")
     ] = False,
+    shard: Annotated[str | None, typer.Option(
+        help="Only run shard i of N of both checkpoints (no comparison): `evalkit merge` the "
+             "shards, then `evalkit compare --runs`")] = None,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
     Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
@@ -119,7 +122,7 @@ def compare(
             if not is_run_source(value):
                 raise EvalkitError(f"--runs: {side} {value} is not a run folder, a folder of "
                                    "run folders or a comparison.json")
-        if any(v is not None for v in (limit, n, temperature, max_tokens, judge)) or tuco:
+        if any(v is not None for v in (limit, n, temperature, max_tokens, judge, shard)) or tuco:
             raise EvalkitError("--limit, --n, --temperature, --max-tokens, --judge and --tuco "
                                "apply when running checkpoints; these run folders are already "
                                "finished")
@@ -133,8 +136,9 @@ def compare(
                                "(e.g. --tasks humaneval,gsm8k)")
         # The runner owns generation; it is imported only on this path (torch, vllm).
         from evalkit.cli.run import backend_options
-        from evalkit.compare import compare_checkpoints
+        from evalkit.compare import compare_checkpoints, run_pair
         from evalkit.runner import RunOptions
+        from evalkit.scale.shard import parse_shard
 
         given = {"backend": backend, "limit": limit, "n": n, "temperature": temperature,
                  "max_tokens": max_tokens, "data_dir": data_dir}
@@ -142,7 +146,18 @@ def compare(
                              out_dir=runs_dir, use_cache=not no_cache, sandbox=sandbox,
                              workers=workers, limits={} if limit is not None else suite_limits,
                              backend_options=backend_options(backend, tensor_parallel_size,
-                                                             None, dtype, batch_size, None, None))
+                                                             None, dtype, batch_size, None, None),
+                             shard=parse_shard(shard) if shard else None)
+        if shard:  # a shard's items alone are not comparable: run them, merge later
+            if judge or tuco:
+                raise EvalkitError("--judge and --tuco need whole runs: merge the shards, then "
+                                   "`evalkit compare --runs`")
+            from evalkit.checkpoints import resolve
+
+            for task, (base_run, tuned_run) in run_pair(resolve(base), resolve(tuned),
+                                                        task_names, options).items():
+                print(f"shard {shard} · {task}: {base_run}  {tuned_run}")
+            return
         out = out or Path("out") / "compare" / f"{_slug(base)}-vs-{_slug(tuned)}"
         comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
                                          tuco=tuco, **stats_options)

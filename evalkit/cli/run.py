@@ -47,9 +47,13 @@ def run(
     judge: Annotated[str | None, typer.Option(
         help="Also grade answers with this checkpoint (tasks with a judge prompt: FineTuneBench)")
     ] = None,
+    shard: Annotated[str | None, typer.Option(
+        help="Only shard i of N (e.g. $SLURM_ARRAY_TASK_ID/8); join with `evalkit merge`")
+    ] = None,
 ) -> None:
     """Run tasks on one checkpoint and write a run folder per task."""
     from evalkit.runner import RunOptions, open_backend, run_task
+    from evalkit.scale.shard import parse_shard
 
     options = RunOptions(
         backend=backend, limit=limit, n=n, temperature=temperature, top_p=top_p,
@@ -57,8 +61,14 @@ def run(
         sandbox=sandbox, workers=workers,
         backend_options=backend_options(backend, tensor_parallel_size, max_model_len, dtype,
                                          batch_size, base_url, served_model_name),
+        shard=parse_shard(shard) if shard else None,
     )
     options.validate()
+    if shard and judge:
+        from evalkit.errors import EvalkitError
+
+        raise EvalkitError("--judge grades whole runs: merge the shards, then judge the merged "
+                           "folders")
     from evalkit.tasks.suites import expand_tasks
 
     tasks, suite_limits = expand_tasks(split_csv(task))  # a suite name stands for its tasks
@@ -78,7 +88,10 @@ def run(
 
         judge_runs(folders, judge, options)
     for folder in folders:
-        print_run_summary(folder)
+        if shard:
+            print(f"shard {shard}: {folder}")
+        else:
+            print_run_summary(folder)
 
 
 def backend_options(backend: str, tp: int, max_model_len: int | None, dtype: str,

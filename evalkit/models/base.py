@@ -27,6 +27,7 @@ class GenRequest:
     n: int = 1
     seed: int | None = None
     adapter: Checkpoint | None = None
+    item: str | None = None  # the doc id: a distributed backend places requests by it
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class LoglikelihoodRequest:
     max_length: int
     rolling: bool = False
     adapter: Checkpoint | None = None
+    item: str | None = None  # the doc id: a distributed backend places requests by it
 
 
 @dataclass(frozen=True)
