@@ -56,6 +56,8 @@ class RunOptions:
     progress: bool = True
     limits: dict[str, int] = field(default_factory=dict)  # per-task --limit (a suite's defaults)
     shard: Shard | None = None  # --shard i/N: only the items this shard owns (evalkit.scale)
+    ray: str | None = None  # --ray [ADDRESS]: "local" or a cluster address; None = no Ray
+    replicas: int = 1  # --replicas: engine replicas on the Ray cluster
 
     def validate(self) -> None:
         if self.limit is not None and self.limit <= 0:
@@ -66,6 +68,10 @@ class RunOptions:
             raise EvalkitError(f"--temperature must be >= 0, got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise EvalkitError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.replicas < 1:
+            raise EvalkitError(f"--replicas must be at least 1, got {self.replicas}")
+        if self.replicas > 1 and self.ray is None:
+            raise EvalkitError("--replicas needs --ray (local, auto or a cluster address)")
 
 
 class LazyBackend(Backend):
@@ -82,9 +88,15 @@ class LazyBackend(Backend):
             extra = f" + {len(self.adapters)} adapter(s)" if self.adapters else ""
             console.print(f"[bold]starting {self.name}[/bold] engine for "
                           f"{self.checkpoint.spec}{extra}")
-            self.real = load_backend(self.name, self.checkpoint, adapters=self.adapters,
-                                     seed=self.run_options.seed,
-                                     **self.run_options.backend_options)
+            o = self.run_options
+            if o.ray is not None:  # same interface, engines on the cluster (evalkit.scale)
+                from evalkit.scale.ray_backend import RayReplicas
+
+                self.real = RayReplicas(self.name, self.version, self.checkpoint, self.adapters,
+                                        o.seed, o.backend_options, o.replicas, o.ray)
+            else:
+                self.real = load_backend(self.name, self.checkpoint, adapters=self.adapters,
+                                         seed=o.seed, **o.backend_options)
         return self.real
 
     def generate(self, requests):
@@ -191,7 +203,8 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
         stack.callback(writer.close)
         sandbox = stack.enter_context(_sandbox(task, options)) if task.scorer.needs_sandbox \
             else None
-        scorer = _Scoring(task, writer, sandbox, options.workers)
+        scorer = _Scoring(task, writer, sandbox,
+                          sandbox.workers if options.ray and sandbox else options.workers)
         stack.enter_context(scorer)
         t0 = time.perf_counter()
         with _progress(options.progress) as progress:
@@ -322,7 +335,14 @@ class _Scoring:
 def _sandbox(task: Task, options: RunOptions):
     from evalkit.sandbox import get_sandbox
 
-    sandbox = get_sandbox(options.sandbox, workers=options.workers or _cores())
+    if options.ray is not None:  # every node's own pool, self-tested there (evalkit.scale)
+        from evalkit.scale.ray_backend import connect
+        from evalkit.scale.ray_sandbox import RaySandbox
+
+        connect(options.ray)
+        sandbox = RaySandbox(options.sandbox, options.workers)
+    else:
+        sandbox = get_sandbox(options.sandbox, workers=options.workers or _cores())
     try:
         sandbox.selftest()
         yield sandbox

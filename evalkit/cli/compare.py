@@ -87,6 +87,11 @@ def compare(
     shard: Annotated[str | None, typer.Option(
         help="Only run shard i of N of both checkpoints (no comparison): `evalkit merge` the "
              "shards, then `evalkit compare --runs`")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Run on Ray: 'local' starts a cluster here, 'auto' joins the one `ray "
+                      "start` made, or a cluster address (ray://head:10001)")] = None,
+    replicas: Annotated[int, typer.Option(help="--ray: engine replicas (each with --tp GPUs)")
+                        ] = 1,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
     Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
@@ -122,8 +127,10 @@ def compare(
             if not is_run_source(value):
                 raise EvalkitError(f"--runs: {side} {value} is not a run folder, a folder of "
                                    "run folders or a comparison.json")
-        if any(v is not None for v in (limit, n, temperature, max_tokens, judge, shard)) or tuco:
-            raise EvalkitError("--limit, --n, --temperature, --max-tokens, --judge and --tuco "
+        if any(v is not None for v in (limit, n, temperature, max_tokens, judge, shard, ray)) \
+                or tuco:
+            raise EvalkitError("--limit, --n, --temperature, --max-tokens, --judge, --tuco, "
+                               "--shard and --ray "
                                "apply when running checkpoints; these run folders are already "
                                "finished")
         comparison = compare_paths(base, tuned, task_names, **stats_options)
@@ -147,7 +154,8 @@ def compare(
                              workers=workers, limits={} if limit is not None else suite_limits,
                              backend_options=backend_options(backend, tensor_parallel_size,
                                                              None, dtype, batch_size, None, None),
-                             shard=parse_shard(shard) if shard else None)
+                             shard=parse_shard(shard) if shard else None, ray=ray,
+                             replicas=replicas)
         if shard:  # a shard's items alone are not comparable: run them, merge later
             if judge or tuco:
                 raise EvalkitError("--judge and --tuco need whole runs: merge the shards, then "

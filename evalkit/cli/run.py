@@ -50,6 +50,11 @@ def run(
     shard: Annotated[str | None, typer.Option(
         help="Only shard i of N (e.g. $SLURM_ARRAY_TASK_ID/8); join with `evalkit merge`")
     ] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Run on Ray: 'local' starts a cluster here, 'auto' joins the one `ray "
+                      "start` made, or a cluster address (ray://head:10001)")] = None,
+    replicas: Annotated[int, typer.Option(help="--ray: engine replicas (each with --tp GPUs)")
+                        ] = 1,
 ) -> None:
     """Run tasks on one checkpoint and write a run folder per task."""
     from evalkit.runner import RunOptions, open_backend, run_task
@@ -61,7 +66,7 @@ def run(
         sandbox=sandbox, workers=workers,
         backend_options=backend_options(backend, tensor_parallel_size, max_model_len, dtype,
                                          batch_size, base_url, served_model_name),
-        shard=parse_shard(shard) if shard else None,
+        shard=parse_shard(shard) if shard else None, ray=ray, replicas=replicas,
     )
     options.validate()
     if shard and judge:

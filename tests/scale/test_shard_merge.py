@@ -37,7 +37,7 @@ def runs(tmp_path_factory, tiny_llama):
 
 
 def test_shards_partition_the_items(runs):
-    _, whole, shards = runs
+    _, _whole, shards = runs
     ids = [[json.loads(line)["doc_id"] for line in (s / "samples.jsonl").open()]
            for s in shards]
     assert sorted(i for part in ids for i in part) == sorted(str(i) for i in range(LIMIT))
@@ -49,7 +49,7 @@ def test_shards_partition_the_items(runs):
 
 
 def test_merged_shards_equal_the_unsharded_run(runs):
-    root, whole, shards = runs
+    root, whole, _shards = runs
     [merged] = merge_shards([root / f"job{i}" for i in range(3)], root / "merged")
     assert merged.relative_to(root / "merged") == whole.relative_to(root / "whole")
     assert (merged / "samples.jsonl").read_bytes() == (whole / "samples.jsonl").read_bytes()
@@ -72,18 +72,18 @@ def one_line_error(done: subprocess.CompletedProcess, needle: str) -> None:
 
 
 def test_merge_refuses_a_missing_shard(runs, tmp_path):
-    root, _, shards = runs
+    _root, _, shards = runs
     one_line_error(merge_cli(shards[0], shards[2], "--out", tmp_path), "shard(s) 1/3 missing")
     assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_merge_refuses_a_shard_twice(runs, tmp_path):
-    root, _, shards = runs
+    _root, _, shards = runs
     one_line_error(merge_cli(*shards, shards[1], "--out", tmp_path), "shard 1/3 given twice")
 
 
 def test_merge_refuses_shards_of_different_configs(runs, tiny_llama, tmp_path):
-    root, _, shards = runs
+    _root, _, shards = runs
     other = run_task(resolve(tiny_llama), "gsm8k",
                      options(tmp_path / "other", max_tokens=5, shard=Shard(1, 3)))
     one_line_error(merge_cli(shards[0], other, shards[2], "--out", tmp_path / "m"),
