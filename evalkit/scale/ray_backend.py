@@ -67,7 +67,7 @@ class _Replica:
     def run(self, method: str, requests: list) -> Iterator[tuple[int, list]]:
         # A plain loop, not `yield from`: Ray resumes the generator with send(), which
         # `yield from` would pass on to the backend's own iterators (a zip has no send).
-        for item in getattr(self.backend, method)(requests):
+        for item in getattr(self.backend, method)(requests):  # noqa: UP028
             yield item
 
 
