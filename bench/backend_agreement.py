@@ -21,8 +21,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from evalkit.checkpoints import resolve
-    from evalkit.runner import RunOptions, run_task
-    from evalkit.store import load_run
+    from evalkit.run.runner import RunOptions, run_task
+    from evalkit.run.store import load_run
 
     ckpt = resolve(args.model)
     results = {}

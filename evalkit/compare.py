@@ -33,12 +33,12 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
                         **stats_options: Any) -> Comparison:
     """Run every task on both checkpoints and write ``comparison.json``/``.md`` into ``out``.
 
-    ``options`` is an ``evalkit.runner.RunOptions``; ``stats_options`` go to ``compare_runs``
+    ``options`` is an ``evalkit.run.runner.RunOptions``; ``stats_options`` go to ``compare_runs``
     (alpha, confidence, resamples, seed, continuous_test).
     """
     # Heavy imports (torch, vllm) stay behind these functions.
     from evalkit.checkpoints import resolve
-    from evalkit.runner import open_backend, run_task
+    from evalkit.run.runner import open_backend, run_task
     from evalkit.tasks import load_task
 
     base, tuned = resolve(base_spec), resolve(tuned_spec)
@@ -60,7 +60,7 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
                 for task in tasks:
                     folders[task].append(run_task(checkpoint, task, options, backend=backend))
     if judge:  # grade both sides' answers with a third model (tasks with a judge prompt)
-        from evalkit.judge import judge_runs
+        from evalkit.run.judge import judge_runs
 
         judge_runs([f for both in folders.values() for f in both], judge, options)
     pairs = [(load_run(b), load_run(t)) for b, t in folders.values()]

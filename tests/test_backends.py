@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-from evalkit.runner import RunOptions, run_task
-from evalkit.store import load_run
+from evalkit.run.runner import RunOptions, run_task
+from evalkit.run.store import load_run
 
 pytestmark = pytest.mark.slow
 N_AGREE = 40  # GSM8K items compared between backends (the note reports the 200-item figure)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evalkit.store import load_run
+from evalkit.run.store import load_run
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from evalkit.checkpoints import resolve
-from evalkit.runner import RunOptions, run_task
-from evalkit.store import load_run
+from evalkit.run.runner import RunOptions, run_task
+from evalkit.run.store import load_run
 
 
 @pytest.fixture(autouse=True)

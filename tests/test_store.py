@@ -7,7 +7,7 @@ import json
 import pytest
 
 from evalkit.errors import EvalkitError
-from evalkit.store import GenerationCache, RunWriter, load_run, repair_samples
+from evalkit.run.store import GenerationCache, RunWriter, load_run, repair_samples
 
 
 def sample(doc, idx=0):

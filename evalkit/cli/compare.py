@@ -134,7 +134,7 @@ def compare(
         # The runner owns generation; it is imported only on this path (torch, vllm).
         from evalkit.cli.run import backend_options
         from evalkit.compare import compare_checkpoints
-        from evalkit.runner import RunOptions
+        from evalkit.run.runner import RunOptions
 
         given = {"backend": backend, "limit": limit, "n": n, "temperature": temperature,
                  "max_tokens": max_tokens, "data_dir": data_dir}

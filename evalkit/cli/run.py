@@ -49,7 +49,7 @@ def run(
     ] = None,
 ) -> None:
     """Run tasks on one checkpoint and write a run folder per task."""
-    from evalkit.runner import RunOptions, open_backend, run_task
+    from evalkit.run.runner import RunOptions, open_backend, run_task
 
     options = RunOptions(
         backend=backend, limit=limit, n=n, temperature=temperature, top_p=top_p,
@@ -74,7 +74,7 @@ def run(
         for t in tasks:
             folders.append(run_task(checkpoint, t, options, backend=engine))
     if judge:  # after the model's engine is freed: the judge gets its own
-        from evalkit.judge import judge_runs
+        from evalkit.run.judge import judge_runs
 
         judge_runs(folders, judge, options)
     for folder in folders:
@@ -112,7 +112,7 @@ def print_run_summary(folder: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from evalkit.store import load_run
+    from evalkit.run.store import load_run
 
     run, _, metrics = load_run(folder)
     table = Table(title=f"{run['task']['name']} · {run['checkpoint']['name']} "

@@ -28,7 +28,7 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.models import GenRequest
-from evalkit.store import content_key, load_run, write_json_atomic
+from evalkit.run.store import content_key, load_run, write_json_atomic
 
 _VERDICT = re.compile(r"\b(incorrect|correct)\b", re.IGNORECASE)
 MAX_TOKENS = 8
@@ -43,7 +43,7 @@ def judge_verdict(reply: str) -> float | None:
 def judge_runs(folders: Sequence[Path], judge: str, options: Any) -> list[Path]:
     """Judge every run folder whose task has a judge prompt; returns the folders judged."""
     from evalkit.checkpoints import resolve
-    from evalkit.runner import open_backend
+    from evalkit.run.runner import open_backend
     from evalkit.tasks import load_task
 
     jobs = []
@@ -77,7 +77,7 @@ def _judge_prompt(task: Any, config: dict) -> dict:
 def _judge_one(folder: Path, run: dict, samples: list[dict], metrics: dict, task: Any,
                config: dict, *, checkpoint: Any, backend: Any, options: Any) -> None:
     from evalkit.scoring.metrics import aggregate
-    from evalkit.store import GenerationCache
+    from evalkit.run.store import GenerationCache
     from evalkit.tasks.chat import ChatTemplate
 
     template = _judge_prompt(task, config)

@@ -31,7 +31,7 @@ from evalkit.models import Backend, Completion, GenRequest, load_backend
 from evalkit.models.base import Loglikelihood, LoglikelihoodRequest
 from evalkit.scoring import ScoreInput
 from evalkit.scoring.metrics import aggregate
-from evalkit.store import SCHEMA_VERSION, GenerationCache, RunWriter, content_key, repair_samples
+from evalkit.run.store import SCHEMA_VERSION, GenerationCache, RunWriter, content_key, repair_samples
 from evalkit.tasks import Doc, Task, load_task
 
 console = Console(stderr=True)
