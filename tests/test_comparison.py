@@ -179,16 +179,6 @@ def test_pass_at_k_rows_use_per_item_estimates_and_cluster_by_item(tmp_path):
     assert item.base.n_samples == 3
 
 
-def test_unscorable_items_are_left_out_of_both_sides(tmp_path):
-    tuned = dict(BASE)
-    tuned["0"] = None  # e.g. every sample was a sandbox_error: no score
-    make_run_folder(tmp_path / "b", BASE)
-    make_run_folder(tmp_path / "t", tuned)
-    (row,) = cmp.compare_paths(tmp_path / "b", tmp_path / "t").rows
-    assert (row.n_items, row.n_excluded) == (N_ITEMS - 1, 1)
-    assert row.base == pytest.approx((sum(BASE.values()) - BASE["0"]) / (N_ITEMS - 1))
-
-
 def test_lower_is_better_metric_flips_the_direction(tmp_path):
     metrics = {"error_rate": {"aggregation": "mean", "score_key": "err",
                               "higher_is_better": False}}

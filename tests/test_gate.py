@@ -90,7 +90,8 @@ def test_candidate_may_be_a_comparison_json(runs, tmp_path):
 
 def test_untested_metric_means_the_gate_cannot_decide(runs):
     base = runs("base", BASE)
-    cand = runs("cand", dict.fromkeys(BASE))  # every item unscorable
+    # no sample carries the metric's score key: no item can be scored
+    cand = runs("cand", {d: {"other": 1.0} for d in BASE})
     result = gate.run_gate(cand, base)
     assert result.exit_code == 2 and len(result.untested) == 1
 

@@ -112,18 +112,19 @@ def print_run_summary(folder: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from evalkit.run.store import load_run
+    from evalkit.run.format import load_run
 
-    run, _, metrics = load_run(folder)
-    table = Table(title=f"{run['task']['name']} · {run['checkpoint']['name']} "
-                        f"({run['backend']['name']})")
+    run = load_run(folder)
+    header = run.header
+    table = Table(title=f"{header.task.name} · {header.checkpoint.name} "
+                        f"({header.backend.get('name')})")
     for col in ("metric", "value", "± stderr", "n"):
         table.add_column(col, justify="left" if col == "metric" else "right")
-    for name, m in metrics["metrics"].items():
-        table.add_row(name, _fmt(m["value"]), _fmt(m["stderr"]), str(m["n"]))
+    for name, m in run.metrics.metrics.items():
+        table.add_row(name, _fmt(m.value), _fmt(m.stderr), str(m.n))
     console = Console()
     console.print(table)
-    counts = run.get("counts", {})
+    counts = header.counts
     console.print(f"[dim]{folder}  ·  generated {counts.get('generated', 0)}, "
                   f"cached {counts.get('cached', 0)}, resumed {counts.get('resumed', 0)}[/dim]")
 

@@ -1,8 +1,9 @@
-"""Run folders (run.json, samples.jsonl, metrics.json) and the generation cache.
+"""Writing a run folder safely, and the generation cache.
 
-The format is documented in docs/run-format.md. The rules that make runs safe to kill:
+The files' models live in ``evalkit.run.format`` (docs/run-format.md). The rules that make runs
+safe to kill:
 - samples.jsonl is append-only, one complete JSON line per scored sample, flushed at once;
-  a killed writer can leave one truncated last line, which ``open_run`` cuts off.
+  a killed writer can leave one truncated last line, which ``format.repair_samples`` cuts off.
 - run.json says ``"status": "running"`` until metrics.json has been written; readers refuse
   anything that is not ``"complete"``, so a partial folder is never mistaken for results.
 - Generations also go to a content-addressed SQLite cache (keyed by checkpoint fingerprint,
@@ -14,128 +15,70 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
-import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from evalkit.errors import EvalkitError
 from evalkit.paths import cache_dir
-
-SCHEMA_VERSION = 1
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EvalkitError(f"{path} not found") from None
-    except json.JSONDecodeError as exc:
-        raise EvalkitError(f"{path} is not valid JSON: {exc}") from None
+from evalkit.run.format import (
+    SAMPLES_JSONL,
+    MetricsFile,
+    RunHeader,
+    Sample,
+    read_header,
+    repair_samples,
+    write_header,
+    write_metrics,
+)
 
 
 class RunWriter:
     """Appends scored samples to a run folder and finishes it."""
 
-    def __init__(self, path: Path, header: dict):
+    def __init__(self, path: Path, header: RunHeader):
         self.path = path
         self.header = header
         self.done: set[tuple[str, int]] = set()
-        self._file = None
+        self._file: Any = None
 
     @classmethod
-    def open(cls, path: Path, header: dict) -> RunWriter:
+    def open(cls, path: Path, header: RunHeader) -> RunWriter:
         """Create the folder, or reopen a killed run of the same configuration to resume it."""
-        run_json = path / "run.json"
         writer = cls(path, header)
-        if run_json.exists():
-            existing = read_json(run_json)
-            if existing.get("run_key") != header["run_key"]:
+        if (path / "run.json").exists():
+            existing = read_header(path)
+            if existing.run_key != header.run_key:
                 raise EvalkitError(
                     f"{path} holds a different run (other checkpoint, task version or settings); "
                     "choose another --out")
-            writer.done = {(s["doc_id"], s["sample_idx"]) for s in repair_samples(path)}
-            header = {**existing, **header, "status": "running"}
+            writer.done = {(s.doc_id, s.sample_idx) for s in repair_samples(path)}
+            header = RunHeader.model_validate({**existing.model_dump(exclude_unset=True),
+                                               **header.model_dump(exclude_unset=True)})
         else:
             path.mkdir(parents=True, exist_ok=True)
-        writer.header = header
-        write_json_atomic(run_json, {**header, "status": "running"})
+        writer.header = header.model_copy(update={"status": "running"})
+        write_header(path, writer.header)
         (path / "metrics.json").unlink(missing_ok=True)
-        writer._file = (path / "samples.jsonl").open("a", encoding="utf-8")
+        writer._file = (path / SAMPLES_JSONL).open("a", encoding="utf-8")
         return writer
 
-    def append(self, record: dict) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+    def append(self, sample: Sample) -> None:
+        self._file.write(sample.line() + "\n")
         self._file.flush()  # in the kernel now: survives kill -9 of this process
-        self.done.add((record["doc_id"], record["sample_idx"]))
+        self.done.add((sample.doc_id, sample.sample_idx))
 
-    def finish(self, metrics: dict, extra: dict) -> None:
+    def finish(self, metrics: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:
         self._file.close()
-        write_json_atomic(self.path / "metrics.json",
-                          {"schema_version": SCHEMA_VERSION, "task": self.header["task"]["name"],
-                           "metrics": metrics})
-        self.header = {**self.header, **extra, "status": "complete"}
-        write_json_atomic(self.path / "run.json", self.header)
+        write_metrics(self.path, MetricsFile.model_validate(
+            {"task": self.header.task.name, "metrics": metrics}))
+        self.header = self.header.model_copy(update={**extra, "status": "complete"})
+        write_header(self.path, self.header)
 
     def close(self) -> None:
         if self._file and not self._file.closed:
             self._file.close()
-
-
-def repair_samples(path: Path) -> list[dict]:
-    """Read samples.jsonl, cutting off a truncated last line and dropping duplicates."""
-    f = path / "samples.jsonl"
-    if not f.exists():
-        return []
-    data = f.read_bytes()
-    good_end = data.rfind(b"\n") + 1
-    records, seen, offset = [], set(), 0
-    for line in data[:good_end].splitlines(keepends=True):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a torn write inside the file: keep what precedes it
-        offset += len(line)
-        key = (rec["doc_id"], rec["sample_idx"])
-        if key not in seen:
-            seen.add(key)
-            records.append(rec)
-    if offset != len(data):
-        with f.open("r+b") as fh:
-            fh.truncate(offset)
-    return records
-
-
-def load_run(path: str | Path) -> tuple[dict, list[dict], dict]:
-    """A finished run's (run.json, samples, metrics.json); refuses unfinished folders."""
-    path = Path(path)
-    if not (path / "run.json").exists():
-        raise EvalkitError(f"{path} is not a run folder (no run.json)")
-    run = read_json(path / "run.json")
-    if not isinstance(run, dict):
-        raise EvalkitError(f"{path}/run.json is not a JSON object")
-    if run.get("status") != "complete" or not (path / "metrics.json").exists():
-        raise EvalkitError(f"{path} is an unfinished run; rerun its command to complete it")
-    if run.get("schema_version") != SCHEMA_VERSION:
-        raise EvalkitError(f"{path}: unsupported run schema version {run.get('schema_version')}")
-    samples = []
-    if not (path / "samples.jsonl").exists():
-        raise EvalkitError(f"{path} has no samples.jsonl")
-    with (path / "samples.jsonl").open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                samples.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise EvalkitError(f"{path}/samples.jsonl line {n} is not valid JSON") from None
-    return run, samples, read_json(path / "metrics.json")
 
 
 def content_key(**parts: object) -> str:
@@ -163,3 +106,37 @@ class GenerationCache:
 
     def close(self) -> None:
         self.db.close()
+
+
+R = TypeVar("R")
+
+
+class CachedExecution(Generic[R]):
+    """Results of requests by cache key: cached ones at once, the rest from the backend."""
+
+    def __init__(self, keys: Sequence[str], cache: GenerationCache | None,
+                 result_type: Callable[..., R]):
+        self.keys, self.cache, self.result_type = list(keys), cache, result_type
+        self.hits = {i: c for i, k in enumerate(self.keys)
+                     if cache is not None and (c := cache.get(k)) is not None}
+        self.misses = [i for i in range(len(self.keys)) if i not in self.hits]
+
+    def results(self, execute: Callable[[list[int]], Iterable[tuple[int, list[R]]]]
+                ) -> Iterator[tuple[int, list[R], bool]]:
+        """``(index, results, cached)`` for every key: hits first, then each miss as
+        ``execute(miss indices)`` finishes it (``(position in misses, results)``), cached at
+        once so a crash later never regenerates it."""
+        for i, cached in self.hits.items():
+            yield i, [self.result_type(**c) for c in cached], True
+        if self.misses:
+            for j, results in execute(self.misses):
+                i = self.misses[j]
+                if self.cache is not None:
+                    self.cache.put(self.keys[i], [vars(r) for r in results])
+                yield i, results, False
+
+
+def cached_execute(keys: Sequence[str], cache: GenerationCache | None,
+                   result_type: Callable[..., R]) -> CachedExecution[R]:
+    """The one path from requests to results through the generation cache (runs and judge)."""
+    return CachedExecution(keys, cache, result_type)
