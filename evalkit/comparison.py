@@ -30,7 +30,7 @@ import hashlib
 import html
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,39 +230,6 @@ class Comparison(BaseModel):
 # --------------------------------------------------------------------------------------------
 
 
-class _RunTask(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    name: str
-    version: _Str
-    prompt_template_hash: str | None = None
-    chat_template_hash: str | None = None
-
-
-class _RunJson(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    schema_version: int
-    status: str
-    run_key: str | None = None
-    task: _RunTask
-    checkpoint: CheckpointRef = Field(default_factory=CheckpointRef)
-    generation: dict[str, Any]
-
-
-class _MetricSpec(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    aggregation: str
-    score_key: str
-    k: int | None = None
-    higher_is_better: bool = True
-
-
-class _MetricsJson(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    schema_version: int
-    task: str
-    metrics: dict[str, _MetricSpec]
-
-
 @dataclass
 class RunData:
     """A loaded run: its per-item scores and, for run folders, the samples themselves."""
@@ -296,66 +263,18 @@ def _natural_key(text: str) -> tuple[Any, ...]:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
-def _read_samples(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    samples: dict[str, dict[int, dict[str, Any]]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise EvalkitError(f"{path} is missing; the run folder is incomplete") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            doc_id, idx = str(record["doc_id"]), int(record["sample_idx"])
-            if not isinstance(record.get("scores"), dict) or "prompt_hash" not in record:
-                raise KeyError("scores/prompt_hash")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise EvalkitError(f"{path}:{number} is not a valid sample record ({exc})") from None
-        # A resumed writer may append a sample twice; like store.repair_samples, the first wins.
-        samples.setdefault(doc_id, {}).setdefault(idx, record)
-    return samples
-
-
-def _item_value(records: Iterable[dict[str, Any]], metric: _MetricSpec, where: str
-                ) -> float | None:
-    scores = [r["scores"].get(metric.score_key) for r in records]
-    scores = [float(s) for s in scores if s is not None]  # None = unscorable (sandbox_error)
-    if not scores:
-        return None
-    if metric.aggregation == "mean":
-        return float(np.mean(scores))
-    if any(s not in (0.0, 1.0) for s in scores):
-        raise EvalkitError(f"{where}: pass@k needs 0/1 scores under '{metric.score_key}'")
-    k = metric.k or 1
-    if len(scores) < k:
-        return None
-    return st.pass_at_k(len(scores), int(sum(scores)), k)
-
-
 def load_run(path: str | Path) -> RunData:
-    """Load a finished run folder; refuse a run that is still running or was killed."""
-    folder = Path(path)
-    run_file, metrics_file = folder / "run.json", folder / "metrics.json"
-    if not folder.is_dir():
-        raise EvalkitError(f"{folder} is not a run folder (no such directory)")
-    if not run_file.exists():
-        raise EvalkitError(f"{folder} is not a run folder (no run.json)")
-    raw = read_json(run_file)
-    status = raw.get("status") if isinstance(raw, dict) else None
-    if status != "complete" or not metrics_file.exists():
-        state = f"status '{status}'" if status != "complete" else "no metrics.json"
-        raise EvalkitError(f"{folder} is not a finished run ({state}); rerun the same "
-                           "`evalkit run` command to finish it before comparing")
-    try:
-        run = _RunJson.model_validate(raw)
-        metrics = _MetricsJson.model_validate(read_json(metrics_file))
-    except ValidationError as exc:
-        raise EvalkitError(f"{folder}: malformed run folder ({_first_error(exc)})") from None
-    if run.schema_version != SCHEMA_VERSION:
-        raise EvalkitError(f"{folder}: run format version {run.schema_version} is not supported "
-                           f"(this evalkit reads version {SCHEMA_VERSION})")
-    samples = _read_samples(folder / "samples.jsonl")
+    """Load a finished run folder (``evalkit.run.format``) as per-item values per metric."""
+    from evalkit.run.format import load_run as read_run
+    from evalkit.scoring import Metric
+    from evalkit.scoring.metrics import per_item_values
+
+    run = read_run(path)
+    folder, header = run.path, run.header
+    samples: dict[str, dict[int, dict[str, Any]]] = {}
+    for sample in run.samples:
+        # A resumed writer may append a sample twice; like format.repair_samples, the first wins.
+        samples.setdefault(sample.doc_id, {}).setdefault(sample.sample_idx, sample.model_dump())
     if not samples:
         raise EvalkitError(f"{folder}: samples.jsonl has no samples")
 
@@ -367,23 +286,31 @@ def load_run(path: str | Path) -> RunData:
             raise EvalkitError(f"{folder}: doc '{doc}' has samples with different prompt hashes")
         prompt_hashes.append(hashes.pop())
 
+    records = [r for doc in doc_ids for r in samples[doc].values()]
     kept: dict[str, MetricScores] = {}
     notes = []
-    for name, spec in metrics.metrics.items():
+    for name, spec in run.metrics.metrics.items():
         if spec.aggregation in SUMMARY_AGGREGATIONS:
             continue
         if spec.aggregation not in PER_ITEM_AGGREGATIONS:
-            notes.append(f"{run.task.name}/{name}: aggregation '{spec.aggregation}' has no "
+            notes.append(f"{header.task.name}/{name}: aggregation '{spec.aggregation}' has no "
                          "per-item value, not compared")
             continue
-        values = [_item_value(samples[d].values(), spec, f"{folder} doc '{d}'") for d in doc_ids]
+        metric = Metric(name, spec.score_key, spec.aggregation, spec.k or 1,
+                        spec.higher_is_better)
+        try:
+            per_item = per_item_values(records, metric)
+        except ValueError as exc:
+            raise EvalkitError(f"{folder}: {exc}") from None
         kept[name] = MetricScores(aggregation=spec.aggregation, score_key=spec.score_key,
-                                  k=spec.k, higher_is_better=spec.higher_is_better, values=values)
+                                  k=spec.k, higher_is_better=spec.higher_is_better,
+                                  values=[per_item.get(d) for d in doc_ids])
     scores = TaskScores(
-        task=run.task.name, version=run.task.version, generation=run.generation,
-        checkpoint=run.checkpoint, run_key=run.run_key, source=str(folder),
-        prompt_template_hash=run.task.prompt_template_hash,
-        chat_template_hash=run.task.chat_template_hash,
+        task=header.task.name, version=header.task.version, generation=header.generation,
+        checkpoint=CheckpointRef.model_validate(header.checkpoint.model_dump()),
+        run_key=header.run_key, source=str(folder),
+        prompt_template_hash=header.task.prompt_template_hash,
+        chat_template_hash=header.task.chat_template_hash,
         doc_ids=doc_ids, prompt_hashes=prompt_hashes, metrics=kept,
     )
     return RunData(scores=scores, samples=samples, notes=tuple(notes))

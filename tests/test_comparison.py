@@ -247,9 +247,9 @@ def test_unfinished_runs_are_refused(tmp_path):
 
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda f: (f / "run.json").write_text("{not json"), "run.json is not valid JSON"),
-    (lambda f: (f / "metrics.json").write_text('{"schema_version": 1}'), "malformed run folder"),
+    (lambda f: (f / "metrics.json").write_text('{"schema_version": 1}'), "malformed metrics.json"),
     (lambda f: (f / "samples.jsonl").write_text('{"doc_id": "1"}\n'), "samples.jsonl:1"),
-    (lambda f: (f / "samples.jsonl").unlink(), "samples.jsonl is missing"),
+    (lambda f: (f / "samples.jsonl").unlink(), "has no samples.jsonl"),
     (lambda f: (f / "run.json").write_text(
         (f / "run.json").read_text().replace('"schema_version": 1', '"schema_version": 9')),
      "run format version 9 is not supported"),
