@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from evalkit.compare.gate import GateResult, PathLike, run_gate, summary_text
 from evalkit.errors import EvalkitError
-from evalkit.gate import GateResult, PathLike, run_gate, summary_text
 
 
 def assert_no_regression(candidate: PathLike | Sequence[PathLike], baseline: PathLike, *,

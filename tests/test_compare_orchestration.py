@@ -11,7 +11,7 @@ import pytest
 
 import evalkit.checkpoints
 import evalkit.run.runner
-from evalkit.compare import compare_checkpoints
+from evalkit.compare.orchestrate import compare_checkpoints
 from evalkit.testing import make_run_folder
 
 OUTCOMES = {

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from evalkit import comparison as cmp
+import evalkit.compare as cmp
 from evalkit.errors import EvalkitError
 from evalkit.stats import holm
 from evalkit.testing import make_run_folder

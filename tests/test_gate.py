@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from evalkit import gate
-from evalkit.comparison import compare_paths, load_baseline, write_comparison
+from evalkit.compare import gate
+from evalkit.compare.load import load_baseline
+from evalkit.compare.render import write_comparison
+from evalkit.compare.rows import compare_paths
 from evalkit.errors import EvalkitError
 from evalkit.testing import assert_no_regression, make_run_folder
 

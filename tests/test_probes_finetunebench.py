@@ -131,7 +131,7 @@ def test_the_trained_turn_is_the_memorization_probe(data_dir):
 def test_judge_pass_adds_a_judge_score_and_records_the_judge(tiny_llama, tmp_path, data_dir,
                                                             monkeypatch):
     from evalkit.checkpoints import resolve
-    from evalkit.comparison import load_run
+    from evalkit.compare.load import load_run
     from evalkit.run.judge import judge_runs
     from evalkit.run.runner import RunOptions, run_task
 

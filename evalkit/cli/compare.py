@@ -1,5 +1,5 @@
-"""`evalkit compare` and `evalkit check` (logic in evalkit.comparison, evalkit.compare and
-evalkit.gate; this module only parses, calls and prints)."""
+"""`evalkit compare` and `evalkit check` (logic in evalkit.compare; this module only parses,
+calls and prints)."""
 
 from __future__ import annotations
 
@@ -88,13 +88,9 @@ def compare(
     """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
     Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
     `evalkit check`."""
-    from evalkit.comparison import (
-        check_stats_options,
-        compare_paths,
-        comparison_table,
-        is_run_source,
-        write_comparison,
-    )
+    from evalkit.compare.load import is_run_source
+    from evalkit.compare.render import comparison_table, write_comparison
+    from evalkit.compare.rows import check_stats_options, compare_paths
     from evalkit.errors import EvalkitError
 
     if continuous_test not in ("permutation", "wilcoxon"):
@@ -133,7 +129,7 @@ def compare(
                                "(e.g. --tasks humaneval,gsm8k)")
         # The runner owns generation; it is imported only on this path (torch, vllm).
         from evalkit.cli.run import backend_options
-        from evalkit.compare import compare_checkpoints
+        from evalkit.compare.orchestrate import compare_checkpoints
         from evalkit.run.runner import RunOptions
 
         given = {"backend": backend, "limit": limit, "n": n, "temperature": temperature,
@@ -150,9 +146,9 @@ def compare(
     console = _console()
     console.print(comparison_table(comparison))
     if comparison.recovery:
-        from evalkit.conjugate import RecoveryRow, recovery_table
+        from evalkit.compare.recovery import recovery_table
 
-        console.print(recovery_table([RecoveryRow(**r) for r in comparison.recovery]))
+        console.print(recovery_table(comparison.recovery))
     for note in comparison.notes:
         console.print(f"[yellow]note:[/] {note}")
     flipped = sum(len(t.flipped) for t in comparison.tasks)
@@ -183,7 +179,7 @@ def check(
 ) -> None:
     """CI gate: exit 1 only when a metric drops by more than --max-drop percentage points with
     Holm-corrected significance; 0 otherwise; 2 when the gate cannot decide (bad baseline)."""
-    from evalkit import gate
+    from evalkit.compare import gate
     from evalkit.errors import EvalkitError
 
     console = _console()

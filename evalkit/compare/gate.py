@@ -26,24 +26,17 @@ from typing import Literal
 from pydantic import BaseModel
 
 from evalkit import stats as st
-from evalkit.comparison import (
-    Baseline,
-    Comparison,
-    FlippedItem,
-    MetricRow,
+from evalkit.compare.load import (
     RunData,
-    ci_text,
-    compare_runs,
-    delta_text,
-    fmt_p,
     load_comparison,
     load_runs,
-    pair_by_task,
     read_json,
     refuse_duplicate_tasks,
-    value_text,
-    verdict,
 )
+from evalkit.compare.pair import pair_by_task
+from evalkit.compare.render import ci_text, delta_text, fmt_p, value_text
+from evalkit.compare.rows import compare_runs, verdict
+from evalkit.compare.schema import Baseline, Comparison, FlippedItem, MetricRow
 from evalkit.errors import EvalkitError
 
 PathLike = str | Path
@@ -339,7 +332,7 @@ def write_junit(result: GateResult | str, path: PathLike) -> Path:
 
 def gate_markdown(result: GateResult) -> str:
     """Markdown for a PR comment: the verdict line, then the comparison's table and items."""
-    from evalkit.comparison import comparison_markdown
+    from evalkit.compare.render import comparison_markdown
 
     if result.failed:
         head = f"**evalkit check: ❌ {len(result.failed)} regression(s) beyond " \

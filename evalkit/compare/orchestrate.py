@@ -1,7 +1,7 @@
 """Run BASE and TUNED checkpoints on the same tasks, then compare the run folders.
 
 This is the "checkpoints in, comparison out" half of ``evalkit compare``; the statistics live in
-``evalkit.comparison``. Generation goes through the runner's public API only:
+``evalkit.compare.rows``. Generation goes through the runner's public API only:
 
 - ``resolve(spec)`` turns a checkpoint spec into a ``Checkpoint`` (``kind`` "model"/"adapter",
   ``base``, ``fingerprint``, ``path``);
@@ -20,7 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evalkit.comparison import Comparison, compare_runs, load_run, write_comparison
+from evalkit.compare.load import load_run
+from evalkit.compare.render import write_comparison
+from evalkit.compare.rows import compare_runs
+from evalkit.compare.schema import Comparison
 
 
 def _is_adapter_of(tuned: Any, base: Any) -> bool:

@@ -55,7 +55,7 @@ class GenerationSpec(_Strict):
 class ConjugateSpec(BaseModel):
     """This task asks the items of task ``of`` in another way (conjugate prompting): fields
     this file leaves out are taken from ``of``'s file. ``transform`` names a registered doc
-    transform (``evalkit.conjugate``); the rest is that transform's configuration."""
+    transform (``evalkit.tasks.conjugate``); the rest is that transform's configuration."""
 
     model_config = ConfigDict(extra="allow")
     of: str

@@ -75,7 +75,7 @@ class Task:
         if len({d.id for d in docs}) != len(docs):
             raise EvalkitError(f"task {self.name}: doc ids are not unique")
         if self.spec.conjugate:
-            from evalkit.conjugate import apply_conjugate
+            from evalkit.tasks.conjugate import apply_conjugate
 
             docs = apply_conjugate(self, docs)
         return docs
