@@ -24,7 +24,7 @@ import unicodedata
 
 from pydantic import BaseModel, ConfigDict
 
-from evalkit.scoring import Metric, Score, ScoreInput, Scorer, register_scorer
+from evalkit.scoring.base import Metric, Score, ScoreInput, Scorer, register_scorer
 
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
           "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",

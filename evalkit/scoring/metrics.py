@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from evalkit.scoring import Metric
+from evalkit.scoring.base import Metric
 
 
 def per_item_values(samples: Iterable[dict], metric: Metric) -> dict[str, float]:

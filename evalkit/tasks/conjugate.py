@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evalkit.errors import EvalkitError
+from evalkit.tasks.data import Doc
 
 if TYPE_CHECKING:
 
-    from evalkit.tasks import Doc, Task
+    from evalkit.tasks.task import Task
 
-Transform = Callable[["list[Doc]", dict, "Task"], "list[Doc]"]
+Transform = Callable[[list[Doc], dict, "Task"], list[Doc]]
 TRANSFORMS: dict[str, Transform] = {}
 
 
@@ -60,8 +61,6 @@ def _format(docs: list[Doc], config: dict, task: Task) -> list[Doc]:
 
 @register_conjugate("translate")
 def _translate(docs: list[Doc], config: dict, task: Task) -> list[Doc]:
-    from evalkit.tasks import Doc
-
     if not config.get("file"):
         raise EvalkitError(f"task {task.name}: the translate transform needs `file:` (a JSONL "
                            "of {\"doc_id\": ..., <field>: <translation>})")
