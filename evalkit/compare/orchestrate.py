@@ -24,6 +24,7 @@ from evalkit.compare.load import load_run
 from evalkit.compare.render import write_comparison
 from evalkit.compare.rows import compare_runs
 from evalkit.compare.schema import Comparison
+from evalkit.errors import EvalkitError
 
 
 def _is_adapter_of(tuned: Any, base: Any) -> bool:
@@ -40,16 +41,25 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
     (alpha, confidence, resamples, seed, continuous_test).
     """
     # Heavy imports (torch, vllm) stay behind these functions.
-    from evalkit.checkpoints import resolve
+    from evalkit.checkpoints import remote_checkpoint, resolve
     from evalkit.run.runner import open_backend, run_task
     from evalkit.tasks import load_task
 
-    base, tuned = resolve(base_spec), resolve(tuned_spec)
+    def checkpoint(spec: str) -> Any:
+        try:
+            return resolve(spec)
+        except EvalkitError:
+            if options.backend != "openai":
+                raise
+        # A model only the server has: fingerprinted by server and name (evalkit run does too).
+        return remote_checkpoint(spec, options.backend_options.get("base_url") or "")
+
+    base, tuned = checkpoint(base_spec), checkpoint(tuned_spec)
     options.validate()
     for task in tasks:  # every task and its data checked before any model loads
         load_task(task, options.data_dir).docs(options.limit)
     folders: dict[str, list[Path]] = {t: [] for t in tasks}
-    if _is_adapter_of(tuned, base):
+    if _is_adapter_of(tuned, base) and options.backend != "openai":
         # One engine for both: the base weights load once; the adapter is a LoRA request.
         with open_backend(base, options, adapters=[tuned]) as backend:
             for task in tasks:
