@@ -96,7 +96,8 @@ def load_run(path: str | Path) -> RunData:
             per_item = per_item_values(records, metric)
         except ValueError as exc:
             raise EvalkitError(f"{folder}: {exc}") from None
-        kept[name] = MetricScores(aggregation=spec.aggregation, score_key=spec.score_key,
+        kept[name] = MetricScores(aggregation=spec.aggregation,  # type: ignore[arg-type]
+                                  score_key=spec.score_key,
                                   k=spec.k, higher_is_better=spec.higher_is_better,
                                   values=[per_item.get(d) for d in doc_ids])
     scores = TaskScores(

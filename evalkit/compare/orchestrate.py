@@ -45,7 +45,7 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
     from evalkit.run.runner import open_backend, run_task
     from evalkit.tasks import load_task
 
-    def checkpoint(spec: str) -> Any:
+    def side(spec: str) -> Any:
         try:
             return resolve(spec)
         except EvalkitError:
@@ -54,7 +54,7 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
         # A model only the server has: fingerprinted by server and name (evalkit run does too).
         return remote_checkpoint(spec, options.backend_options.get("base_url") or "")
 
-    base, tuned = checkpoint(base_spec), checkpoint(tuned_spec)
+    base, tuned = side(base_spec), side(tuned_spec)
     options.validate()
     for task in tasks:  # every task and its data checked before any model loads
         load_task(task, options.data_dir).docs(options.limit)

@@ -17,13 +17,16 @@ lies above 0: the ability is still there) / "forgotten" (it does not).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from evalkit import stats as st
 from evalkit.compare.schema import Comparison, RecoveryRow
 from evalkit.errors import EvalkitError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 # ------------------------------------------------------------------------------- recovery
 
@@ -94,10 +97,12 @@ def _recovery_row(comparison: Comparison, plain: str, conj: str, metric: str,
         ok = means[:, 0] > 0
         if ok.any():
             ratios = means[ok, 1] / means[ok, 0]
-            share_ci = tuple(float(x) for x in np.quantile(ratios, [alpha, 1 - alpha]))
+            q_low, q_high = np.quantile(ratios, [alpha, 1 - alpha])
+            share_ci = (float(q_low), float(q_high))
     p = st.paired_permutation_test(np.zeros_like(d), d, resamples=settings.resamples, seed=rng)
     row = next((r for r in comparison.rows if r.task == plain and r.metric == metric), None)
     plain_verdict = row.verdict if row else "untested"
+    verdict: Literal["no significant forgetting", "suppressed", "forgotten"]
     if plain_verdict != "regressed":
         verdict = "no significant forgetting"
     else:
@@ -133,7 +138,7 @@ def recovery_markdown(rows: list[RecoveryRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def recovery_table(rows: list[RecoveryRow]):  # -> rich.table.Table
+def recovery_table(rows: list[RecoveryRow]) -> Table:
     from rich.table import Table
 
     table = Table(title="forgetting and conjugate-prompt recovery (pp; recovery = forgetting "

@@ -5,9 +5,12 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evalkit.compare.schema import Comparison, FlippedItem, MetricRow, SampleView
 
+if TYPE_CHECKING:
+    from rich.table import Table
 
 def write_comparison(comparison: Comparison, out: str | Path) -> tuple[Path, Path]:
     """Write ``comparison.json`` and ``comparison.md`` into ``out``; returns both paths."""
@@ -78,7 +81,7 @@ def settings_line(comparison: Comparison) -> str:
             f"α = {s.alpha} with Holm's correction across all {tested} tested rows.")
 
 
-def comparison_table(comparison: Comparison, title: str | None = None):  # -> rich.table.Table
+def comparison_table(comparison: Comparison, title: str | None = None) -> Table:
     """The terminal summary table (rich)."""
     from rich.table import Table
 
@@ -88,7 +91,7 @@ def comparison_table(comparison: Comparison, title: str | None = None):  # -> ri
                           ("base", "right"), ("tuned", "right"), ("Δ", "right"),
                           ("95% CI", "right"), ("test", "left"), ("p", "right"),
                           ("p Holm", "right"), ("verdict", "left")):
-        table.add_column(name, justify=justify)
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
     if comparison.tuco:
         table.add_column("TuCo", justify="right")
     for row in comparison.rows:

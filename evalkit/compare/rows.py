@@ -70,8 +70,9 @@ def metric_row(task: str, metric: str, base: MetricScores, tuned: MetricScores,
     """Compute one row (before the Holm step fills ``p_holm`` and ``verdict``)."""
     pairs = [(d, x, y) for d, x, y in zip(doc_ids, base.values, tuned.values, strict=True)
              if x is not None and y is not None]
-    common = {"task": task, "metric": metric, "aggregation": base.aggregation, "k": base.k,
-              "higher_is_better": base.higher_is_better, "n_excluded": len(doc_ids) - len(pairs)}
+    common: dict[str, Any] = {
+        "task": task, "metric": metric, "aggregation": base.aggregation, "k": base.k,
+        "higher_is_better": base.higher_is_better, "n_excluded": len(doc_ids) - len(pairs)}
     if not pairs:
         return MetricRow(**common, n_items=0, base=None, tuned=None, delta=None)
     docs = [p[0] for p in pairs]
@@ -175,7 +176,8 @@ def flipped_items(base: RunData, tuned: RunData, rows: Sequence[MetricRow]) -> l
                 item.target = record.get("target", item.target)
                 item.prompt = record.get("prompt", item.prompt)
             items[doc] = item
-        item.flips.setdefault(row.metric, direction)
+        item.flips.setdefault(row.metric, direction)  # type: ignore[arg-type]
+        assert value[0] is not None and value[1] is not None  # rows list scored items only
         item.values[row.metric] = (float(value[0]), float(value[1]))
     return list(items.values())
 

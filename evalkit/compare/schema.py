@@ -83,7 +83,7 @@ class TaskScores(BaseModel):
 class Baseline(BaseModel):
     """``results/baseline-*.json``: a stored reference for ``evalkit check``."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     kind: Literal["evalkit.baseline"] = "evalkit.baseline"
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     evalkit_version: str = __version__
@@ -182,7 +182,7 @@ class RecoveryRow(BaseModel):
 class Comparison(BaseModel):
     """``comparison.json``."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     kind: Literal["evalkit.comparison"] = "evalkit.comparison"
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     evalkit_version: str = __version__

@@ -68,7 +68,7 @@ def judge_runs(folders: Sequence[Path], judge: str, options: Any) -> list[Path]:
     return [job[0].path for job in jobs]
 
 
-def _judge_prompt(task: Any, config: dict) -> dict:
+def _judge_prompt(task: Any, config: dict[str, Any]) -> dict[str, str]:
     root = task.data_dir
     path = Path(config["prompt"]) if root is None else root / config["prompt"]
     if not path.exists():
@@ -77,7 +77,7 @@ def _judge_prompt(task: Any, config: dict) -> dict:
     prompts = json.loads(path.read_text(encoding="utf-8"))
     if config["key"] not in prompts:
         raise EvalkitError(f"{path} has no prompt '{config['key']}'")
-    return prompts[config["key"]]
+    return dict(prompts[config["key"]])
 
 
 def _judge_one(run: Run, task: Any, config: dict[str, Any], *, checkpoint: Any, backend: Any,

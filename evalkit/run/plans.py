@@ -64,7 +64,10 @@ class GeneratePlan:
     def jobs(self, p: Pending, completions: list[Completion], sandbox: Any
              ) -> list[Callable[[], Sample]]:
         target = self.task.target(p.doc)
-        return [lambda i=i: self._score(p, i, completions[i], target, sandbox) for i in p.missing]
+        def job(i: int) -> Callable[[], Sample]:
+            return lambda: self._score(p, i, completions[i], target, sandbox)
+
+        return [job(i) for i in p.missing]
 
     def _score(self, p: Pending, i: int, c: Completion, target: str, sandbox: Any) -> Sample:
         score = self.task.scorer(ScoreInput(doc=p.doc.data, prompt=p.prompt, completion=c.text,
@@ -122,7 +125,8 @@ class LoglikelihoodPlan:
         task, continuations = self.task, [r.continuation for r in p.request]
         mc = task.spec.output_type == "multiple_choice"
         choices = task.choices(p.doc.data) if mc else None
-        score = task.scorer.score_loglikelihood(LoglikelihoodInput(
+        scorer: Any = task.scorer  # a LoglikelihoodScorer (checked by loglikelihood_settings)
+        score = scorer.score_loglikelihood(LoglikelihoodInput(
             doc=p.doc.data, continuations=continuations, results=results, choices=choices,
             gold=task.gold(p.doc.data) if mc else None))
         best = max(range(len(results)), key=lambda j: (results[j].logprob, -j))
@@ -151,7 +155,7 @@ def make_plan(task: Task, checkpoint: Checkpoint, options: Any, key_parts: dict[
 
 def generation_settings(task: Task, options: Any) -> dict[str, Any]:
     g = task.generation
-    gen = {
+    gen: dict[str, Any] = {
         "max_tokens": options.max_tokens or g.max_tokens,
         "temperature": g.temperature if options.temperature is None else options.temperature,
         "top_p": g.top_p if options.top_p is None else options.top_p,

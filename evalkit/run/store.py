@@ -96,11 +96,11 @@ class GenerationCache:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS gen (key TEXT PRIMARY KEY, value TEXT)")
 
-    def get(self, key: str) -> list[dict] | None:
+    def get(self, key: str) -> list[dict[str, Any]] | None:
         row = self.db.execute("SELECT value FROM gen WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        return list(json.loads(row[0])) if row else None
 
-    def put(self, key: str, value: list[dict]) -> None:
+    def put(self, key: str, value: list[dict[str, Any]]) -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO gen VALUES (?, ?)", (key, json.dumps(value)))
 
