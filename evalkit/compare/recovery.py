@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from evalkit import stats as st
+from evalkit.compare.rng import row_rng
 from evalkit.compare.schema import Comparison, RecoveryRow
 from evalkit.errors import EvalkitError
 
@@ -85,7 +86,7 @@ def _recovery_row(comparison: Comparison, plain: str, conj: str, metric: str,
     sign = 1.0 if higher_is_better else -1.0
     loss_plain, loss_conj = sign * (bp - tp), sign * (bc - tc)
     d = loss_plain - loss_conj
-    rng = np.random.default_rng([settings.seed, len(docs)])
+    rng = row_rng(settings.seed, plain, conj, metric)
     means = st.bootstrap_means(np.vstack([loss_plain, d]), resamples=settings.resamples,
                                seed=rng)
     alpha = (1 - settings.confidence) / 2

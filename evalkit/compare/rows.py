@@ -27,7 +27,6 @@ comparison can be made against a committed baseline without the original run fol
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import numpy as np
 from evalkit import stats as st
 from evalkit.compare.load import RunData, load_runs
 from evalkit.compare.pair import check_pairable, pair_by_task
+from evalkit.compare.rng import row_rng
 from evalkit.compare.schema import (
     Comparison,
     ComparisonSettings,
@@ -49,16 +49,6 @@ from evalkit.compare.schema import (
     Verdict,
 )
 from evalkit.errors import EvalkitError
-
-
-def _stable_int(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-
-
-def _row_rng(seed: int, task: str, metric: str) -> np.random.Generator:
-    # Seed per row from (seed, task, metric): a row's CI and p do not depend on which other
-    # tasks or metrics happen to be in the same comparison.
-    return np.random.default_rng([seed, _stable_int(task), _stable_int(metric)])
 
 
 def _finite(x: float) -> float | None:
@@ -78,7 +68,7 @@ def metric_row(task: str, metric: str, base: MetricScores, tuned: MetricScores,
     docs = [p[0] for p in pairs]
     x = np.array([p[1] for p in pairs])
     y = np.array([p[2] for p in pairs])
-    rng = _row_rng(settings.seed, task, metric)
+    rng = row_rng(settings.seed, task, metric)
     low, high = st.paired_bootstrap_ci(x, y, resamples=settings.resamples,
                                        confidence=settings.confidence, seed=rng)
     sign = 1.0 if base.higher_is_better else -1.0
