@@ -67,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from evalkit.checkpoints import resolve
-    from evalkit.runner import RunOptions, open_backend, run_task
+    from evalkit.run.runner import RunOptions, open_backend, run_task
     from evalkit.scale.ray_backend import connect
 
     ckpt = resolve(args.model)

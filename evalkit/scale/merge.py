@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.run.format import RunHeader, read_header, repair_samples
+from evalkit.run.store import RunWriter
 from evalkit.scale.shard import shard_of
-from evalkit.store import RunWriter, read_json, repair_samples
 
 # What must be equal across the shards of one run, and how to say which differs.
 _DEFINING = {
@@ -36,7 +38,7 @@ def find_shards(paths: list[Path]) -> list[Path]:
             raise EvalkitError(f"{p} does not exist")
         candidates = [p] if (p / "run.json").exists() else sorted(
             f.parent for f in p.rglob("run.json"))
-        shards = [c for c in candidates if read_json(c / "run.json").get("shard")]
+        shards = [c for c in candidates if _header(c).get("shard")]
         if not shards:
             raise EvalkitError(f"{p} holds no shard run folder (written by `evalkit run "
                                "--shard i/N`)")
@@ -49,7 +51,7 @@ def merge_shards(paths: list[Path], out_dir: Path, data_dir: Path | None = None)
     shards = find_shards(paths)
     runs: dict[str, list[tuple[Path, dict]]] = defaultdict(list)
     for folder in shards:
-        run = read_json(folder / "run.json")
+        run = _header(folder)
         if run.get("status") != "complete" or not (folder / "metrics.json").exists():
             raise EvalkitError(f"{folder} is an unfinished shard; rerun its command to finish "
                                "it before merging")
@@ -75,7 +77,7 @@ def _refuse_mixed_configs(runs: dict[str, list[tuple[Path, dict]]]) -> None:
 
 
 def _merge_one(group: list[tuple[Path, dict]], out_dir: Path, data_dir: Path | None) -> Path:
-    from evalkit.runner import ordered_samples, run_metrics
+    from evalkit.run.runner import ordered_samples, run_metrics
     from evalkit.tasks import load_task
 
     first_folder, first = group[0]
@@ -109,13 +111,13 @@ def _merge_one(group: list[tuple[Path, dict]], out_dir: Path, data_dir: Path | N
     for index in range(count):
         folder = by_index[index]
         for s in repair_samples(folder):
-            key = (s["doc_id"], s["sample_idx"])
+            key = (s.doc_id, s.sample_idx)
             if key in seen:
                 raise EvalkitError(f"item {key[0]} (sample {key[1]}) is in both {seen[key]} and "
                                    f"{folder}")
-            if shard_of(s["doc_id"], count) != index:
-                raise EvalkitError(f"{folder} holds item {s['doc_id']}, which shard "
-                                   f"{shard_of(s['doc_id'], count)}/{count} owns")
+            if shard_of(s.doc_id, count) != index:
+                raise EvalkitError(f"{folder} holds item {s.doc_id}, which shard "
+                                   f"{shard_of(s.doc_id, count)}/{count} owns")
             seen[key] = folder
             samples.append(s)
     expected = {(d.id, i) for d in docs for i in range(n)}
@@ -127,13 +129,12 @@ def _merge_one(group: list[tuple[Path, dict]], out_dir: Path, data_dir: Path | N
 
     runs = [run for _, run in sorted(group, key=lambda g: g[1]["shard"]["index"])]
     folder = Path(out_dir) / task.name / first_folder.name.rsplit(".shard-", 1)[0]
-    if (folder / "run.json").exists() and read_json(folder / "run.json").get(
-            "run_key") != first["run_key"]:
+    if (folder / "run.json").exists() and read_header(folder).run_key != first["run_key"]:
         raise EvalkitError(f"{folder} holds a different run; choose another --out")
     header = {k: v for k, v in first.items() if k != "shard"}
     header["timings"] = {"started": min(r["timings"]["started"] for r in runs)}
-    writer = RunWriter.open(folder, {**header, "status": "running"})
-    writer.finish(run_metrics(task, docs, samples, n), samples=samples, extra={
+    writer = RunWriter.open(folder, RunHeader.model_validate({**header, "status": "running"}))
+    extra = {
         "timings": {"started": header["timings"]["started"],
                     "finished": max(r["timings"]["finished"] for r in runs),
                     # shards run side by side: the run took as long as the slowest shard
@@ -142,9 +143,16 @@ def _merge_one(group: list[tuple[Path, dict]], out_dir: Path, data_dir: Path | N
         "counts": {"docs": len(docs), "samples": len(samples),
                    **{k: sum(r["counts"].get(k, 0) for r in runs)
                       for k in ("generated", "cached", "resumed")}},
-    })
+    }
+    writer.finish(run_metrics(task, docs, [s.model_dump() for s in samples], n), extra,
+                  samples=samples)
     return folder
 
 
-def _data_dir(run: dict) -> Path | None:
+def _header(folder: Path) -> dict[str, Any]:
+    """run.json as a dict (extra keys such as ``shard`` included), version-checked."""
+    return read_header(folder).model_dump()
+
+
+def _data_dir(run: dict[str, Any]) -> Path | None:
     return Path(run["data_dir"]) if run.get("data_dir") else None

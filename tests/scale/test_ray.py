@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from evalkit.checkpoints import resolve
-from evalkit.runner import RunOptions, open_backend, run_task
-from evalkit.store import load_run
+from evalkit.run.format import load_run
+from evalkit.run.runner import RunOptions, open_backend, run_task
 
 ray = pytest.importorskip("ray")
 LIMIT = 10
@@ -49,7 +49,7 @@ def test_two_replicas_equal_one_local_engine(local_run, tiny_llama, tmp_path):
     folder = run_task(resolve(tiny_llama), "gsm8k", options(tmp_path, ray="local", replicas=2))
     assert (folder / "samples.jsonl").read_bytes() == (local_run / "samples.jsonl").read_bytes()
     assert (folder / "metrics.json").read_bytes() == (local_run / "metrics.json").read_bytes()
-    run, _, _ = load_run(folder)
+    run, _, _ = load_run(folder).dicts()
     assert run["backend"]["replicas"] == 2 and run["counts"]["generated"] == LIMIT
     # the same run_key as the local run: Ray shares its folders and its cache entries
     assert folder.name == local_run.name
@@ -123,6 +123,6 @@ def test_driver_killed_with_kill_9_resumes(local_run, tiny_llama, tmp_path):
 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    run, _, _ = load_run(samples_file.parent)
+    run, _, _ = load_run(samples_file.parent).dicts()
     assert run["counts"]["resumed"] == kept and run["counts"]["generated"] == LIMIT - kept
     assert samples_file.read_bytes() == (local_run / "samples.jsonl").read_bytes()

@@ -12,10 +12,10 @@ import pytest
 
 from evalkit.checkpoints import resolve
 from evalkit.errors import EvalkitError
-from evalkit.runner import RunOptions, run_task
+from evalkit.run.format import load_run
+from evalkit.run.runner import RunOptions, run_task
 from evalkit.scale.merge import merge_shards
 from evalkit.scale.shard import Shard, parse_shard, shard_of
-from evalkit.store import load_run
 
 LIMIT = 7
 
