@@ -6,14 +6,15 @@ to one value per item (the mean over the item's samples, or the unbiased pass@k)
 statistical then happens on those paired per-item values (see ``evalkit.stats``):
 
 - Δ = mean(tuned) - mean(base) over the items both sides could score;
-- a percentile bootstrap CI of Δ that resamples items (seeded, 10,000 resamples by default);
+- a CI of Δ: Newcombe's (1998) paired score interval when every per-item value is 0/1, else a
+  percentile bootstrap that resamples items (seeded, 10,000 resamples by default);
 - McNemar's exact test when every per-item value is 0/1, else a sign-flip permutation test of
   the mean difference (or Wilcoxon on request);
 - Holm's correction over **all rows of the comparison** (every task x metric that has a test):
   the family is "everything this comparison claims", so asking about more tasks or metrics can
   never make a false "regressed" more likely. Holm is valid under any dependence, which matters
   because e.g. GSM8K strict-match and flexible-extract rows are strongly correlated;
-- verdict per row: ``improved`` / ``regressed`` when the Holm-adjusted p < alpha (direction from
+- verdict per row: ``improved`` / ``regressed`` when the Holm-adjusted p <= alpha (direction from
   the sign of Δ and the metric's ``higher_is_better``), else ``no significant change``; a row with
   no scorable item is ``untested``.
 
@@ -185,8 +186,9 @@ class ComparisonSettings(BaseModel):
     seed: int = 0
     correction: Literal["holm"] = "holm"
     correction_scope: Literal["all rows"] = "all rows"
-    ci_method: Literal["paired percentile bootstrap over items"] = (
-        "paired percentile bootstrap over items")
+    # str, not a Literal: comparison.json files written before Newcombe's interval still load.
+    ci_method: str = ("Newcombe (1998) method 10 for 0/1 items, else paired percentile "
+                      "bootstrap over items")
     binary_test: Literal["mcnemar-exact"] = "mcnemar-exact"
     continuous_test: st.ContinuousTest = "permutation"
 
@@ -597,20 +599,24 @@ def metric_row(task: str, metric: str, base: MetricScores, tuned: MetricScores,
     x = np.array([p[1] for p in pairs])
     y = np.array([p[2] for p in pairs])
     rng = _row_rng(settings.seed, task, metric)
-    low, high = st.paired_bootstrap_ci(x, y, resamples=settings.resamples,
-                                       confidence=settings.confidence, seed=rng)
     sign = 1.0 if base.higher_is_better else -1.0
     b = c = None
     if st.is_binary(x, y):
+        # The percentile bootstrap under-covers 0/1 items at small n (75% at n = 20, p = 0.1);
+        # Newcombe's paired interval keeps >= 93% (docs/ci-gate.md, tests/test_stats_coverage).
+        low, high = st.paired_binary_ci(x, y, confidence=settings.confidence)
         test: TestName = "mcnemar-exact"
         # b/c follow the metric's direction: "right" is 1 when higher is better.
         b, c = st.discordant_counts(x, y) if sign > 0 else st.discordant_counts(y, x)
         p = st.mcnemar_exact(b, c)
-    elif settings.continuous_test == "wilcoxon":
-        test, p = "wilcoxon", st.wilcoxon_signed_rank(x, y)
     else:
-        test = "permutation"
-        p = st.paired_permutation_test(x, y, resamples=settings.resamples, seed=rng)
+        low, high = st.paired_bootstrap_ci(x, y, resamples=settings.resamples,
+                                           confidence=settings.confidence, seed=rng)
+        if settings.continuous_test == "wilcoxon":
+            test, p = "wilcoxon", st.wilcoxon_signed_rank(x, y)
+        else:
+            test = "permutation"
+            p = st.paired_permutation_test(x, y, resamples=settings.resamples, seed=rng)
     # Worst regressions and best improvements first; ties keep doc order.
     gain = sign * (y - x)
     regressions = [docs[i] for i in np.argsort(gain, kind="stable") if gain[i] < 0]
@@ -638,7 +644,7 @@ def verdict(row: MetricRow, alpha: float) -> Verdict:
     if row.p_holm is None or row.delta is None:
         return "untested"
     gain = row.delta if row.higher_is_better else -row.delta
-    if row.p_holm < alpha and gain != 0:
+    if row.p_holm <= alpha and gain != 0:  # Holm (1979) and statsmodels reject at <=
         return "improved" if gain > 0 else "regressed"
     return "no significant change"
 
@@ -841,8 +847,8 @@ def settings_line(comparison: Comparison) -> str:
     s = comparison.settings
     tested = sum(r.p_value is not None for r in comparison.rows)
     return (f"Δ and CI in percentage points (perplexity-type metrics in their own units); "
-            f"{round(100 * s.confidence)}% CI: paired "
-            f"bootstrap over items ({s.resamples:,} resamples, seed {s.seed}); verdicts at "
+            f"{round(100 * s.confidence)}% CI: Newcombe's paired interval for 0/1 items, else "
+            f"paired bootstrap over items ({s.resamples:,} resamples, seed {s.seed}); verdicts at "
             f"α = {s.alpha} with Holm's correction across all {tested} tested rows.")
 
 
