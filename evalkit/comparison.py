@@ -304,6 +304,8 @@ def _read_samples(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise EvalkitError(f"{path} is missing; the run folder is incomplete") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalkitError(f"{path} cannot be read as UTF-8 text ({exc})") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -321,8 +323,8 @@ def _read_samples(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
 
 def _item_value(records: Iterable[dict[str, Any]], metric: _MetricSpec, where: str
                 ) -> float | None:
-    scores = [r["scores"].get(metric.score_key) for r in records]
-    scores = [float(s) for s in scores if s is not None]  # None = unscorable (sandbox_error)
+    raw = [r["scores"].get(metric.score_key) for r in records]
+    scores = [_score(s, metric.score_key, where) for s in raw if s is not None]  # None = unscorable
     if not scores:
         return None
     if metric.aggregation == "mean":
@@ -333,6 +335,15 @@ def _item_value(records: Iterable[dict[str, Any]], metric: _MetricSpec, where: s
     if len(scores) < k:
         return None
     return st.pass_at_k(len(scores), int(sum(scores)), k)
+
+
+def _score(value: Any, key: str, where: str) -> float:
+    # A score must be a finite number: "n/a", a list or NaN would otherwise crash (or poison)
+    # the statistics far from the file that holds it.
+    if not isinstance(value, int | float) or not np.isfinite(value):
+        raise EvalkitError(f"{where}: score '{key}' is {json.dumps(value)[:40]}, not a finite "
+                           "number")
+    return float(value)
 
 
 def load_run(path: str | Path) -> RunData:
@@ -596,8 +607,12 @@ def metric_row(task: str, metric: str, base: MetricScores, tuned: MetricScores,
     if not pairs:
         return MetricRow(**common, n_items=0, base=None, tuned=None, delta=None)
     docs = [p[0] for p in pairs]
-    x = np.array([p[1] for p in pairs])
-    y = np.array([p[2] for p in pairs])
+    x = np.array([p[1] for p in pairs], dtype=float)
+    y = np.array([p[2] for p in pairs], dtype=float)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        bad = next(d for d, u, v in pairs if not (np.isfinite(u) and np.isfinite(v)))
+        raise EvalkitError(f"task '{task}' metric '{metric}': doc '{bad}' has a non-finite "
+                           "value (NaN or infinity); per-item values must be numbers")
     rng = _row_rng(settings.seed, task, metric)
     sign = 1.0 if base.higher_is_better else -1.0
     b = c = None

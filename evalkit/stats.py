@@ -254,7 +254,8 @@ def paired_permutation_test(base: ArrayLike, tuned: ArrayLike, *,
     is zero are unchanged by any flip and are left out. With m non-zero differences:
 
     - m = 0, or an observed sum that is 0 up to round-off: p = 1 (nothing to explain);
-    - m <= ``EXACT_MAX_NONZERO``: all 2**m sign patterns are enumerated and p is the exact share with ``|sum| >= |observed sum|``;
+    - m <= ``EXACT_MAX_NONZERO``: all 2**m sign patterns are enumerated and p is the exact
+      share with ``|sum| >= |observed sum|``;
     - otherwise ``resamples`` random patterns, p = (1 + hits) / (1 + resamples), the +1 counting
       the observed pattern so that p is a valid p-value and never 0 (Phipson & Smyth 2010).
 
@@ -310,7 +311,8 @@ def holm(pvalues: ArrayLike) -> np.ndarray:
     Sorted ascending, the j-th smallest (j = 0..m-1) becomes ``max over i <= j of
     (m - i) * p_(i)``, capped at 1. Rejecting where the adjusted p <= alpha is Holm's procedure
     at level alpha (Holm 1979 rejects while ``p_(j) <= alpha / (m - j)``; statsmodels'
-    ``multipletests(method="holm")`` uses the same ``<=``). NaN entries (untested rows) stay NaN and do not count towards m.
+    ``multipletests(method="holm")`` uses the same ``<=``). NaN entries (untested rows) stay
+    NaN and do not count towards m.
     """
     p = np.asarray(pvalues, dtype=float)
     if p.ndim != 1:
