@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from evalkit import strict_json
 from evalkit.errors import EvalkitError
 from evalkit.models import GenRequest
 from evalkit.store import content_key, load_run, write_json_atomic
@@ -138,5 +139,5 @@ def _write_lines(path: Path, records: list[dict]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.write(strict_json.dumps(r, ensure_ascii=False) + "\n")
     os.replace(tmp, path)

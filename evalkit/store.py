@@ -19,6 +19,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from evalkit import strict_json
 from evalkit.errors import EvalkitError
 from evalkit.paths import cache_dir
 
@@ -28,8 +29,7 @@ SCHEMA_VERSION = 1
 def write_json_atomic(path: Path, obj: object) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
+        f.write(strict_json.dumps(obj, indent=2, default=str) + "\n")
     os.replace(tmp, path)
 
 
@@ -73,7 +73,7 @@ class RunWriter:
         return writer
 
     def append(self, record: dict) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.write(strict_json.dumps(record, ensure_ascii=False) + "\n")
         self._file.flush()  # in the kernel now: survives kill -9 of this process
         self.done.add((record["doc_id"], record["sample_idx"]))
 
