@@ -340,3 +340,20 @@ def test_holm_rejects_at_p_adjusted_equal_to_alpha():
     assert verdict(row, 0.0499) == "no significant change"
     # The sequential procedure agrees at the boundary: p_(1) = 0.025 <= 0.05 / 2.
     assert _holm_procedure_rejects(np.array([0.025, 0.5]), 0.05).tolist() == [True, False]
+
+
+def test_conjugate_recovery_with_one_non_zero_difference_in_differences(tmp_path):
+    # The audit's crash: exactly one item of the difference-in-differences is non-zero.
+    from evalkit.comparison import compare_paths
+    from evalkit.conjugate import recovery
+    from evalkit.testing import make_run_folder
+
+    items = {str(i): 1.0 for i in range(12)}
+    lost = {**items, "0": 0.0}  # the tuned model loses item 0 on the plain prompt only
+    for side, plain in (("base", items), ("tuned", lost)):
+        make_run_folder(tmp_path / side / "plain", plain, task="plain", checkpoint=side)
+        make_run_folder(tmp_path / side / "conj", items, task="conj", checkpoint=side)
+    comparison = compare_paths(tmp_path / "base", tmp_path / "tuned")
+    (row,) = recovery(comparison, pairs=[("plain", "conj")])
+    assert row.recovery == pytest.approx(1 / 12) and row.p_value == 1.0
+    assert row.verdict == "no significant forgetting"
