@@ -57,8 +57,9 @@ def test_newcombe_interval_covers_at_least_93_percent_in_every_cell(rho):
     assert 0.95 <= np.mean(list(table.values())) <= 0.99
 
 
-def test_the_percentile_bootstrap_fails_the_same_grid():
-    # Why 0/1 rows no longer use the bootstrap: n = 20, p = 0.1, a 2 pp change covers ~70%.
+def test_the_bootstrap_fails_the_binary_grid():
+    # Why 0/1 rows no longer use the bootstrap (even expanded): n = 20, p = 0.1, a 2 pp change
+    # covers ~70%.
     rng = np.random.default_rng(0)
     cells = cell_probabilities(0.1, 0.02, 0.5)
     cat = rng.choice(4, size=(DATASETS, 20), p=cells)
@@ -84,3 +85,18 @@ def test_newcombe_matches_published_values():
         ref = binomtest(k, n).proportion_ci(0.95, method="wilson")
         low, high = stats.wilson_interval(k, n)
         assert (float(low), float(high)) == pytest.approx((ref.low, ref.high), abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [20, 50])
+@pytest.mark.parametrize("shift", [0.0, -0.1])
+def test_expanded_bootstrap_covers_continuous_items_at_small_n(n, shift):
+    # Continuous rows: two samples per item (per-item values 0, 0.5, 1); each item's pass
+    # probability is uniform on [0, 1] for the base model and shifted (clipped) for the tuned.
+    rng = np.random.default_rng(n)
+    p_base = rng.uniform(0, 1, size=(DATASETS, n))
+    p_tuned = np.clip(p_base + shift, 0, 1)
+    d = rng.binomial(2, p_tuned) / 2 - rng.binomial(2, p_base) / 2
+    # E[clip(U + s, 0, 1) - U] for U uniform on [0, 1] and s <= 0 is s + s**2 / 2.
+    true = shift + shift**2 / 2 if shift < 0 else 0.0
+    low, high = stats.bootstrap_ci(d, resamples=2_000, seed=3)
+    assert np.mean((low <= true) & (true <= high)) >= 0.93
