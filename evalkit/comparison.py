@@ -7,7 +7,7 @@ statistical then happens on those paired per-item values (see ``evalkit.stats``)
 
 - Δ = mean(tuned) - mean(base) over the items both sides could score;
 - a CI of Δ: Newcombe's (1998) paired score interval when every per-item value is 0/1, else a
-  percentile bootstrap that resamples items (seeded, 10,000 resamples by default);
+  expanded percentile bootstrap that resamples items (seeded, 10,000 resamples by default);
 - McNemar's exact test when every per-item value is 0/1, else a sign-flip permutation test of
   the mean difference (or Wilcoxon on request);
 - Holm's correction over **all rows of the comparison** (every task x metric that has a test):

@@ -85,9 +85,9 @@ def compare(
         "--tuco", help="Also report each task's mean TuCo (tuning contribution, transformers).")
     ] = False,
 ) -> None:
-    """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
-    Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
-    `evalkit check`."""
+    """Pair BASE and TUNED item by item: Δ, paired CI (Newcombe for 0/1 items, else
+    bootstrap), McNemar/permutation test, Holm-corrected verdicts, and the items that flipped.
+    Always exits 0 on success; gate CI with `evalkit check`."""
     from evalkit.comparison import (
         check_stats_options,
         compare_paths,
