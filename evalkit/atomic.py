@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
+
+from evalkit import strict_json
 
 
 def write_text_atomic(path: Path, data: str | bytes) -> None:
@@ -23,5 +24,5 @@ def write_text_atomic(path: Path, data: str | bytes) -> None:
 
 
 def write_json_atomic(path: Path, obj: object, *, indent: int | None = 2) -> None:
-    """``obj`` as standard JSON (NaN refused, not written), atomically."""
-    write_text_atomic(path, json.dumps(obj, indent=indent, default=str, allow_nan=False) + "\n")
+    """``obj`` as standard JSON (NaN and infinities written as null), atomically."""
+    write_text_atomic(path, strict_json.dumps(obj, indent=indent, default=str) + "\n")

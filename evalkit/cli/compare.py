@@ -81,7 +81,8 @@ def compare(
         "--tuco", help="Also report each task's mean TuCo (tuning contribution, transformers).")
     ] = False,
 ) -> None:
-    """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
+    """Pair BASE and TUNED item by item: Δ, paired CI (Newcombe for 0/1 items, else
+    bootstrap), McNemar/permutation test,
     Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
     `evalkit check`.
 
@@ -122,10 +123,15 @@ def compare(
                                "--tuco "
                                "apply when running checkpoints; these run folders are already "
                                "finished")
-        comparison = compare_paths(base, tuned, task_names, **stats_options)
-        out = out or Path("out") / "compare" / (
-            f"{_slug(comparison.base_label)}-vs-{_slug(comparison.tuned_label)}")
-        json_path, md_path = write_comparison(comparison, out)
+        try:
+            comparison = compare_paths(base, tuned, task_names, **stats_options)
+            out = out or Path("out") / "compare" / (
+                f"{_slug(comparison.base_label)}-vs-{_slug(comparison.tuned_label)}")
+            json_path, md_path = write_comparison(comparison, out)
+        except EvalkitError:
+            raise
+        except Exception as exc:  # bad input is one line and exit 2, never a traceback
+            raise EvalkitError(f"compare failed: {type(exc).__name__}: {exc}") from None
     else:
         if not task_names:
             raise EvalkitError("--tasks is required when BASE and TUNED are checkpoints "
@@ -159,6 +165,29 @@ def compare(
                   f"comparison: {json_path}")
 
 
+def _gate_error(exc: Exception, junit: Path | None) -> Exception:
+    """The EvalkitError (exit 2) for a gate that could not decide, after writing its JUnit.
+
+    EvalkitErrors carry their own message; anything else is a bug or an OS error, still
+    reported as "could not decide" (exit 2), never as exit 1, which means "regression".
+    """
+    from evalkit.errors import EvalkitError
+
+    if isinstance(exc, EvalkitError):
+        error = exc
+    else:
+        error = EvalkitError(f"the gate could not decide: {type(exc).__name__}: {exc}")
+    if junit is not None:  # CI still shows why the gate broke
+        from evalkit.compare import gate
+
+        try:
+            gate.write_junit(" ".join(str(error).split()), junit)
+        except OSError as write_error:
+            error = EvalkitError(f"{error}; and the JUnit file {junit} could not be written "
+                                 f"({write_error})")
+    return error
+
+
 @app.command()
 def check(
     candidate: Annotated[str, typer.Argument(
@@ -187,7 +216,6 @@ def check(
     --markdown or --write-baseline name them.
     """
     from evalkit.compare import gate
-    from evalkit.errors import EvalkitError
 
     console = _console()
     if write_baseline is not None:
@@ -197,10 +225,8 @@ def check(
     try:
         result = gate.run_gate(candidate, baseline, max_drop=max_drop, alpha=alpha,
                                tasks=_task_list(tasks), seed=resample_seed)
-    except EvalkitError as exc:
-        if junit is not None:  # CI still shows why the gate broke
-            gate.write_junit(" ".join(str(exc).split()), junit)
-        raise
+    except Exception as exc:  # anything but a decided regression is exit 2, never 1
+        raise _gate_error(exc, junit) from None
     console.print(gate.gate_table(result))
     for note in result.comparison.notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -208,11 +234,14 @@ def check(
         console.print(f"[bold red]FAIL[/] {row.message}", highlight=False)
     for row in result.untested:
         console.print(f"[yellow]UNTESTED[/] {row.message}", highlight=False)
-    if junit is not None:
-        gate.write_junit(result, junit)
-    if markdown is not None:
-        markdown.parent.mkdir(parents=True, exist_ok=True)
-        markdown.write_text(gate.gate_markdown(result), encoding="utf-8")
+    try:
+        if junit is not None:
+            gate.write_junit(result, junit)
+        if markdown is not None:
+            markdown.parent.mkdir(parents=True, exist_ok=True)
+            markdown.write_text(gate.gate_markdown(result), encoding="utf-8")
+    except Exception as exc:
+        raise _gate_error(exc, junit) from None
     verdicts = {0: "[green]passed[/]", 1: "[bold red]regression[/]",
                 2: "[yellow]could not decide[/]"}
     console.print(f"evalkit check: {verdicts[result.exit_code]}")

@@ -232,6 +232,8 @@ def iter_samples(folder: Path) -> Iterator[Sample]:
     except FileNotFoundError:
         raise EvalkitError(f"{folder} has no {SAMPLES_JSONL}; the run folder is incomplete"
                            ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalkitError(f"{f} cannot be read as UTF-8 text ({exc})") from None
     for number, line in enumerate(lines, start=1):
         if line.strip():
             yield _parse_sample(line, f"{f}:{number}")
