@@ -1,14 +1,15 @@
 """Docker backend: a warm pool of locked-down containers, one ``docker exec`` per program.
 
-Each worker owns one container: ``--network none --read-only``, size-capped tmpfs /tmp and
-/dev/shm, pids and memory limits, no-new-privileges, Docker's default seccomp profile, pid 1 a
+Each worker owns one container: ``--network none --read-only``, tmpfs /tmp and /dev/shm capped in
+size and inodes, ``--memory`` (which, being the container's memory cgroup, counts anonymous memory,
+memfd, tmpfs and page cache alike), ``--pids-limit``, ``--cpus 1``, no-new-privileges, evalkit's
+seccomp profile (``seccomp.docker_profile``: the socket allow-list and the denied calls), pid 1 a
 reaper running as nobody. Each program is one exec of the same runner the process backend uses
-(``sandbox/runner.py``, passed with ``python3 -c``, so any image with python3 works). It is the
-one process with capabilities, and only SETUID, SETGID, SETPCAP and KILL: it drops the program to
-the worker's own non-root uid with none left, adds evalkit's seccomp filter and the rlimits,
-and kills what the program leaves behind. Why not run it as a non-root user: a program with the
-runner's uid can kill it (``kill(-1, SIGKILL)``), which turns its failure into an unscored
-sandbox error.
+(``sandbox/runner.py``, passed with ``python3 -c``, so any image with python3 works). It is the one
+process with capabilities, and only SETUID, SETGID, SETPCAP and KILL: it drops the program to the
+worker's own non-root uid with none left, adds evalkit's seccomp filter and the rlimits, and kills
+what the program leaves behind. Why not run it as a non-root user: a program with the runner's uid
+can kill it (``kill(-1, SIGKILL)``), which turns its failure into an unscored sandbox error.
 
 Killing a ``docker exec`` client does not stop the process inside. So the runner in the
 container enforces the limits itself and kills every process of the program (``kill(-1)`` in the
@@ -39,6 +40,7 @@ from evalkit.errors import EvalkitError
 from evalkit.paths import cache_dir
 from evalkit.sandbox.base import GRACE_S, Sandbox, UidBlock, encode_frame, log, runner_path
 from evalkit.sandbox.result import Limits, SandboxResult, classify, sandbox_error
+from evalkit.sandbox.seccomp import docker_profile, filter_bpf
 
 DEFAULT_IMAGE = "evalkit-sandbox:bookworm"
 ENGINE_HINT = ("start a Docker engine (e.g. `dockerd` as root) or point DOCKER_HOST at one, "
@@ -48,7 +50,10 @@ INIT_UID = 65534  # container pid 1 (a reaper) runs as nobody; programs get a ui
 RUNNER_CAPS = ("SETUID", "SETGID", "SETPCAP", "KILL")
 TMP_MB = 64
 SHM_MB = 16
+TMP_INODES = 16384  # a flood of empty files costs kernel memory no size= limit counts
+SHM_INODES = 1024
 PIDS_LIMIT = 64
+CPUS = 1.0  # each worker's container gets at most one core: a hog cannot starve a neighbour
 PROGRAM_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
                "TMPDIR": "/tmp"}
 # pid 1 of each container: becomes nobody (dropping every capability), then only reaps. The
@@ -165,10 +170,13 @@ class DockerWorker:
         return self.client.containers.run(
             self.image, ["python3", "-I", "-S", "-B", "-c", INIT_SOURCE], detach=True,
             network_mode="none", read_only=True,
-            tmpfs={"/tmp": f"size={TMP_MB}m,mode=1777", "/dev/shm": f"size={SHM_MB}m,mode=1777"},
+            tmpfs={"/tmp": f"size={TMP_MB}m,nr_inodes={TMP_INODES},mode=1777",
+                   "/dev/shm": f"size={SHM_MB}m,nr_inodes={SHM_INODES},mode=1777"},
             pids_limit=PIDS_LIMIT, mem_limit=f"{self.memory_mb}m",
-            memswap_limit=f"{self.memory_mb}m", cap_drop=["ALL"], cap_add=list(RUNNER_CAPS),
-            security_opt=["no-new-privileges"], environment=PROGRAM_ENV, working_dir="/tmp",
+            memswap_limit=f"{self.memory_mb}m", nano_cpus=int(CPUS * 1e9),
+            cap_drop=["ALL"], cap_add=list(RUNNER_CAPS),
+            security_opt=["no-new-privileges", f"seccomp={docker_profile()}"],
+            environment=PROGRAM_ENV, working_dir="/tmp",
             ipc_mode="private", hostname="sandbox", labels={LABEL: _owner()})
 
     def start(self) -> None:
@@ -303,8 +311,6 @@ class DockerSandbox(Sandbox):
     backend = "docker"
 
     def __init__(self, workers: int, image: str = DEFAULT_IMAGE, build: bool = True):
-        from evalkit.sandbox.seccomp import filter_bpf
-
         self.client = docker_client()
         remove_stale_containers(self.client)
         if build:
