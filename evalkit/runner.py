@@ -207,12 +207,18 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
         samples = [s for s in repair_samples(folder) if s["doc_id"] in {d.id for d in docs}]
         metrics = aggregate(samples, task.metrics(gen["n"]))
         metrics.update(_summary_metrics(task, docs, samples, metrics))
+        # Programs caught reaching outside themselves (the sandbox's evidence is in each sample).
+        tampered = sum((s.get("execution") or {}).get("status") == "tampered" for s in samples)
+        if tampered:
+            console.print(f"[red]warning:[/red] {tampered} sample(s) of {task.name} tampered "
+                          "with the sandbox (scored as failed; evidence in samples.jsonl)")
         writer.finish(metrics, {
             "timings": {**header["timings"], "finished": _now(),
                         "generation_s": round(generation_s, 3),
                         "total_s": round(time.perf_counter() - t0, 3)},
             "counts": {"docs": len(docs), "samples": len(samples), "generated": len(misses),
-                       "cached": len(hits), "resumed": len(docs) - len(pending)},
+                       "cached": len(hits), "resumed": len(docs) - len(pending),
+                       "tampered": tampered},
         })
     return folder
 

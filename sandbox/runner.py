@@ -12,14 +12,22 @@ The client sends one config frame, the runner answers {"ready": ...}; then each 
 Each child, before the program's first line: new session, fds 0-2 replaced and everything else
 closed (the protocol pipes included), uid dropped to the worker's own (root mode; the runner
 emptied the capability bounding set already) and no capability left (checked), the previous
-program's files in /tmp and /dev/shm removed, rlimits set, seccomp filter installed. The pass
-token is written on fd 3 only after the program (tests included) returned. Afterwards every
-process the program left behind is killed and reaped, and the runner checks that none is left
-before it answers.
+program's files in /tmp and /dev/shm removed, rlimits set, seccomp filter installed, and last a
+PEP 578 audit hook (``_arm_audit``), which Python code cannot remove. Afterwards every process
+the program left behind is killed and reaped, and the runner checks that none is left before it
+answers.
 
-What the token does not stop: the program runs in this interpreter, so code that goes looking
-for the token in the runner's own frames or memory can forge it. It stops early exits of every
-kind, printed or guessed tokens, writes on any descriptor and replaced exit functions.
+The pass signal. The runner makes a random token per program after forking the child and sends
+it with the request; the child hands it to the audit hook and drops every other reference, so it
+lives only in the hook's closure, which no frame, module or object the program can walk to holds
+(only ``gc``, ctypes or /proc/self/mem reach it, and the hook reports each of those). The hook
+writes ``P`` + token on the status fd only for the "evalkit.finish" event raised by ``_finish``
+called straight from this child's own ``child_main`` frame, i.e. after the program returned; a
+program calling ``_finish`` itself has its own frames in between. Each attempt to reach outside
+the program (see ``WATCHED``) is written on the status fd at once, before the call returns, as
+``T`` + evidence + newline; the runner reports any of them, and any bytes on that fd it did not
+expect, as ``tampered``. The hook calls nothing the program can rebind (its frame holds the
+token): every function it uses is bound before the program starts.
 """
 
 import base64
@@ -62,6 +70,23 @@ PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "hea
 # Our own references: a program that replaces os._exit or os.write must not steer us.
 _exit = os._exit
 _write = os.write
+_audit = sys.audit
+_getframe = sys._getframe
+TAMPER_REPORTS = 8  # evidence lines kept per program (a loop of gc calls is one story)
+# Audit events that reach outside the program's own logic, and what each one means.
+WATCHED = {
+    "sys._getframe": "sys._getframe reached the sandbox runner's frames",
+    "sys._current_frames": "sys._current_frames (every thread's frames)",
+    "sys._current_exceptions": "sys._current_exceptions (every thread's frames)",
+    "gc.get_objects": "gc.get_objects (every object of the interpreter)",
+    "gc.get_referrers": "gc.get_referrers",
+    "gc.get_referents": "gc.get_referents",
+    "sys.settrace": "sys.settrace (a tracer can skip lines, asserts included)",
+    "sys.setprofile": "sys.setprofile",
+    "sys.addaudithook": "sys.addaudithook (refused)",
+}
+# Loading these gives raw memory access; the runner drops its own ctypes before the program.
+WATCHED_IMPORTS = ("ctypes", "_ctypes", "cffi", "_cffi_backend")
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
@@ -244,6 +269,84 @@ def _print_traceback(exc):
     _flush()
 
 
+def _arm_audit(token, status_fd, main_frame):
+    """Install the audit hook that alone holds the token; see the module's docstring."""
+    # Bound now, so that nothing the program rebinds (os.write, builtins) runs inside the hook.
+    write, fstat, kill, getpid, sigkill = os.write, os.fstat, os.kill, os.getpid, signal.SIGKILL
+    frame_type, text_types = types.FrameType, (str, bytes)
+    runner_globals, finish_code = globals(), _finish.__code__
+    watched, watched_imports = dict(WATCHED), frozenset(WATCHED_IMPORTS)
+    pipe = fstat(status_fd)
+    pipe_id = (pipe.st_dev, pipe.st_ino)
+    status_path = f"/fd/{status_fd}"
+    reports = [0]
+
+    def report(what):
+        if reports[0] >= TAMPER_REPORTS:
+            return
+        reports[0] += 1
+        try:
+            now = fstat(status_fd)
+            same = (now.st_dev, now.st_ino) == pipe_id
+        except OSError:
+            same = False
+        if not same:  # the program moved our channel away first: it gets no chance to go on
+            kill(getpid(), sigkill)
+        line = what.encode("utf-8", "backslashreplace").replace(b"\n", b" ")[:300]
+        write(status_fd, b"T" + line + b"\n")
+
+    def hook(event, args):
+        try:
+            if event == "open":
+                path = args[0]
+                if type(path) in text_types:  # never call a path object's own methods here
+                    text = path.decode("utf-8", "replace") if type(path) is bytes else path
+                    name = text.rstrip("/").rsplit("/", 1)[-1]
+                    if name == "mem" or (text.startswith("/proc/")
+                                         and text.rstrip("/").endswith(status_path)):
+                        report("opened " + text[:200])
+                return
+            if event == "import":
+                if type(args[0]) is str and args[0] in watched_imports:
+                    report("imported " + args[0])
+                return
+            if event == "evalkit.finish":
+                frame = args[0] if args else None
+                if (type(frame) is frame_type and frame.f_code is finish_code
+                        and frame.f_back is main_frame):
+                    write(status_fd, b"P" + token)
+                else:
+                    report("raised the sandbox's finish event itself")
+                return
+            if event[:7] == "ctypes.":
+                report(event + " (raw memory and C calls)")
+                return
+            what = watched.get(event)
+            if what is None:
+                return
+            if event == "sys._getframe":
+                frame = args[0] if args else None
+                if type(frame) is not frame_type or frame.f_globals is not runner_globals:
+                    return  # the program's own frames, or the library's
+                if frame.f_code is finish_code:
+                    return  # _finish marking itself
+            report(what)
+        except Exception:
+            if event == "sys.addaudithook":
+                raise
+            return  # a hook that fails must not break an innocent program
+        if event == "sys.addaudithook":
+            raise RuntimeError("no")  # refuses the new hook; Python swallows the error
+
+    sys.addaudithook(hook)
+
+
+def _drop_ctypes():
+    # The runner used ctypes; the program must import it (and so be seen) to use it.
+    for name in [name for name in sys.modules if name.split(".")[0] in ("ctypes", "_ctypes")]:
+        del sys.modules[name]
+
+
 def _exit_code(code):
     if code is None:
         return 0
@@ -253,7 +356,7 @@ def _exit_code(code):
     return 1
 
 
-def child_main(config, token, request_r, out_w, err_w, status_w):
+def child_main(config, request_r, out_w, err_w, status_w):
     os.setsid()
     devnull = os.open("/dev/null", os.O_RDONLY)
     # Lift every source above the targets first, so no dup2 overwrites one still to be moved.
@@ -289,7 +392,11 @@ def child_main(config, token, request_r, out_w, err_w, status_w):
     sys.modules["__main__"] = main
     sys.argv = ["program.py"]
     source = request["source"]
+    token = request.pop("token").encode()
     del request, config
+    _drop_ctypes()
+    _arm_audit(token, STATUS_FD, _getframe())
+    del token
     # "Ready": the program's clocks start now. From here on, fd 3 is the program's to abuse.
     _write(STATUS_FD, b"R" + struct.pack(">d", setup_cpu))
     try:
@@ -306,16 +413,16 @@ def child_main(config, token, request_r, out_w, err_w, status_w):
         _print_traceback(exc)
         _exit(1)
     else:
-        _finish(token)  # the only way to the pass token: the program returned
+        _finish()  # the only way to the pass signal: the program returned
     _exit(1)
 
 
-def _finish(token):
+def _finish():
     threading = sys.modules.get("threading")
     if threading is not None:
         threading._shutdown()  # a plain interpreter waits for non-daemon threads, so do we
     _flush()
-    _write(STATUS_FD, b"P" + token)
+    _audit("evalkit.finish", _getframe())  # the hook checks who asks, then writes P + token
     import atexit
 
     atexit._run_exitfuncs()
@@ -408,7 +515,6 @@ class _Child:
     """A forked child waiting for its program, and the runner's ends of its pipes."""
 
     def __init__(self, config):
-        self.token = os.urandom(16).hex().encode()
         request_r, self.request_w = os.pipe()
         with contextlib.suppress(OSError):  # a request up to 1 MiB is handed over at once
             fcntl.fcntl(self.request_w, fcntl.F_SETPIPE_SZ, 1 << 20)
@@ -418,9 +524,11 @@ class _Child:
         self.pid = os.fork()
         if self.pid == 0:
             try:
-                child_main(config, self.token, request_r, out_w, err_w, status_w)
+                child_main(config, request_r, out_w, err_w, status_w)
             finally:
                 _exit(121)
+        # Made after the fork, so the child's copy of this object never held it.
+        self.token = os.urandom(16).hex()
         for fd in (request_r, out_w, err_w, status_w):
             os.close(fd)
         self.pidfd = os.pidfd_open(self.pid)
@@ -440,7 +548,7 @@ def run_one(config, request, child):
     pidns = bool(config.get("pidns"))
     handed = time.monotonic()
     with contextlib.suppress(BrokenPipeError):  # a child that died in setup says why on fd 3
-        write_frame(child.request_w, request)
+        write_frame(child.request_w, {**request, "token": child.token})
     os.close(child.request_w)
     out_r, err_r, st_r = child.out, child.err, child.status
     sinks = {out_r: [], err_r: [], st_r: []}
@@ -498,23 +606,40 @@ def run_one(config, request, child):
         "stderr": b"".join(sinks[err_r]).decode("utf-8", "replace"),
         "timed_out": timed_out and ready,
         "output_exceeded": overflow or total > cap,
-        "status": _read_status(channel, child.token, timed_out),
+        **_read_status(channel, child.token.encode(), timed_out),
         "leftover_pids": left,
     }
 
 
 def _read_status(data, token, timed_out):
-    """What the status channel says: the setup's fate, then the program's marker."""
+    """What the status channel says: the setup's fate, then the program's markers.
+
+    After "R": ``E`` (SystemExit), ``M`` (MemoryError), ``P`` + token (ran to the end) and the
+    audit hook's ``T`` + evidence + newline, in any order. Anything else was written by the
+    program, which is evidence too.
+    """
     if data.startswith(b"X"):
-        return "setup_error: " + data[1:].decode(errors="replace")
+        return {"status": "setup_error: " + data[1:].decode(errors="replace"), "evidence": []}
     if data[:1] != b"R" or len(data) < READY_LEN:
-        return "setup_timeout" if timed_out else "not_started"
-    rest = data[READY_LEN:]
-    if rest == b"P" + token:
-        return "completed"
-    if rest in (b"", b"E", b"M"):
-        return {b"": "no_signal", b"E": "system_exit", b"M": "memory_error"}[rest]
-    return "tampered"
+        return {"status": "setup_timeout" if timed_out else "not_started", "evidence": []}
+    rest, evidence, markers = data[READY_LEN:], [], set()
+    while rest:
+        kind = rest[:1]
+        if kind == b"T" and b"\n" in rest:
+            line, rest = rest[1:].split(b"\n", 1)
+            evidence.append(line.decode("utf-8", "replace"))
+        elif kind == b"P" and rest[1 : 1 + len(token)] == token:
+            markers.add("P")
+            rest = rest[1 + len(token) :]
+        elif kind in (b"E", b"M"):
+            markers.add(kind.decode())
+            rest = rest[1:]
+        else:
+            evidence.append(f"wrote on the sandbox's status channel: {rest[:60]!r}")
+            break
+    status = ("completed" if "P" in markers else "system_exit" if "E" in markers
+              else "memory_error" if "M" in markers else "no_signal")
+    return {"status": status, "evidence": evidence}
 
 
 # ---------------------------------------------------------------- server
@@ -539,6 +664,8 @@ def serve(once):
     write_frame(1, {"ready": True, "pid": os.getpid(), "uid": os.getuid(),
                     "python": sys.version.split()[0]})
     while True:
+        # The last program's child (and its spent token) must not be in the next child's copy.
+        child = None
         child = None if once else spawn_child(config)
         request = read_frame(0)
         if request is None:

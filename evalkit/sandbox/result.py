@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
-STATUSES = ("passed", "failed", "timeout", "oom", "output_limit", "sandbox_error")
+STATUSES = ("passed", "failed", "timeout", "oom", "output_limit", "tampered", "sandbox_error")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class SandboxResult:
     wall_s: float
     cpu_s: float
     detail: str  # one line, for people
+    # ``tampered``: what the program tried (reaching the runner, tracers, gc, ctypes, ...)
+    evidence: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -69,9 +71,13 @@ def classify(raw: dict, limits: Limits) -> SandboxResult:
         return sandbox_error(channel)
     if channel == "not_started":
         return sandbox_error(f"program never started (exit code {raw['exit_code']})")
-    status, detail = _status(raw, channel, limits)
+    evidence = raw.get("evidence") or []
+    if evidence:  # whatever else happened: it counts as failed, and people must see why
+        status, detail = "tampered", f"tried to reach outside the program: {evidence[0]}"
+    else:
+        status, detail = _status(raw, channel, limits)
     return SandboxResult(status, raw["exit_code"], raw["stdout"], raw["stderr"], raw["wall_s"],
-                         raw["cpu_s"], _one_line(detail))
+                         raw["cpu_s"], _one_line(detail), [_one_line(e) for e in evidence])
 
 
 def _status(raw: dict, channel: str, limits: Limits) -> tuple[str, str]:
@@ -92,8 +98,6 @@ def _status(raw: dict, channel: str, limits: Limits) -> tuple[str, str]:
         return "oom", f"killed by {name} at the memory limit ({limits.memory_mb} MB)"
     if channel == "completed" and code == 0:
         return "passed", "ran to the end"
-    if channel == "tampered":
-        return "failed", "the program wrote on the sandbox's pass channel"
     if code == 0:
         how = "SystemExit" if channel == "system_exit" else "os._exit or a signal handler"
         return "failed", f"early exit before the end of the program ({how}, exit code 0)"
