@@ -50,6 +50,7 @@ class RunOptions:
     data_dir: Path | None = None
     use_cache: bool = True
     sandbox: str = "process"
+    allow_weaker_isolation: bool = False  # the process sandbox without cgroups (warned, recorded)
     workers: int | None = None
     backend_options: dict = field(default_factory=dict)
     progress: bool = True
@@ -219,6 +220,8 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
             "counts": {"docs": len(docs), "samples": len(samples), "generated": len(misses),
                        "cached": len(hits), "resumed": len(docs) - len(pending),
                        "tampered": tampered},
+            # why the sandbox ran without cgroups, when --allow-weaker-isolation let it
+            "weaker_isolation": getattr(sandbox, "weaker_isolation", None),
         })
     return folder
 
@@ -303,7 +306,8 @@ class _Scoring:
 def _sandbox(task: Task, options: RunOptions):
     from evalkit.sandbox import get_sandbox
 
-    sandbox = get_sandbox(options.sandbox, workers=options.workers or _cores())
+    sandbox = get_sandbox(options.sandbox, workers=options.workers or _cores(),
+                          allow_weaker_isolation=options.allow_weaker_isolation)
     try:
         sandbox.selftest()
         yield sandbox

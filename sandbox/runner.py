@@ -43,7 +43,6 @@ import os
 import resource
 import select
 import signal
-import stat
 import struct
 import sys
 import time
@@ -62,6 +61,7 @@ READY_LEN = 9  # b"R" + the child's setup CPU seconds (big-endian double)
 # The child's setup (mostly removing what the previous program left in /tmp) has its own clock,
 # so a program that leaves a million files behind cannot eat the next program's time limit.
 SETUP_TIMEOUT_S = 60.0
+CPUS = 1.0  # the CPU quota of a worker's cgroup, in cores (cgroups.CPU_QUOTA_US)
 # The modules HumanEval and MBPP programs import (those two import nothing else), loaded once
 # here: that, and not starting an interpreter per program, is the warm start.
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect",
@@ -183,32 +183,63 @@ def _check_no_capabilities():
         _setup_error("capabilities left after dropping privileges")
 
 
-def _remove_tree(path):
-    # Iterative so a deeply nested tree cannot blow the stack; chmod first so 000 dirs go too.
-    stack = [(path, False)]
-    while stack:
-        current, listed = stack.pop()
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _remove_tree(parent_fd, name):
+    """Remove directory ``name`` (in ``parent_fd``) and all under it, at any depth.
+
+    Relative to directory descriptors, one open at a time (up through ".."), so neither
+    PATH_MAX nor the descriptor limit bounds the depth, and nothing recurses. The program is
+    dead by now, so nothing moves under us; symlinks are removed, never followed.
+    """
+    fd = _open_dir(parent_fd, name)
+    names = [name]  # the path from parent_fd down to fd, as names
+    while True:
+        subdir = None
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    subdir = subdir or entry.name
+                else:
+                    os.unlink(entry.name, dir_fd=fd)
+        if subdir is not None:
+            child = _open_dir(fd, subdir)
+            os.close(fd)
+            fd = child
+            names.append(subdir)
             continue
-        if not stat.S_ISDIR(st.st_mode):
-            os.unlink(current)
-        elif listed:
-            os.rmdir(current)
-        else:
-            os.chmod(current, 0o700)
-            stack.append((current, True))
-            stack.extend((os.path.join(current, name), False) for name in os.listdir(current))
+        done = names.pop()
+        if not names:
+            os.close(fd)
+            os.rmdir(done, dir_fd=parent_fd)
+            return
+        up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+        os.close(fd)
+        fd = up
+        os.rmdir(done, dir_fd=fd)
+
+
+def _open_dir(parent_fd, name):
+    os.chmod(name, 0o700, dir_fd=parent_fd)  # a 000 directory cannot be listed, even by owner
+    return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
 
 
 def _fresh_scratch(scratch_dirs):
     # The previous program's files go first: nothing may pass from one program to the next.
     for scratch in scratch_dirs:
-        if not os.path.isdir(scratch):
+        try:
+            fd = os.open(scratch, _DIR_FLAGS)
+        except FileNotFoundError:
             continue
-        for name in os.listdir(scratch):
-            _remove_tree(os.path.join(scratch, name))
+        try:
+            for entry in list(os.scandir(fd)):
+                if entry.is_dir(follow_symlinks=False):
+                    _remove_tree(fd, entry.name)
+                else:
+                    os.unlink(entry.name, dir_fd=fd)
+        finally:
+            os.close(fd)
     work = os.path.join(scratch_dirs[0], "work")
     os.mkdir(work, 0o700)
     os.chdir(work)
@@ -430,6 +461,35 @@ def _finish():
     _exit(0)
 
 
+# ---------------------------------------------------------------- the worker's cgroup
+
+
+def _cgroup_join(cgroup, pid):
+    for fd in cgroup["procs"]:
+        os.write(fd, str(pid).encode())
+
+
+def _cgroup_limit(cgroup, limits):
+    """The program's limits, written while only its (waiting) process is in the cgroup."""
+    os.write(cgroup["memory"], str(int(limits["memory_mb"] * 1024 * 1024)).encode())
+    os.write(cgroup["pids"], str(int(limits["processes"])).encode())
+
+
+def _cgroup_cpu(cgroup):
+    """CPU seconds used by every process that was ever in the cgroup."""
+    text = os.pread(cgroup["cpu"], 4096, 0).decode()
+    if cgroup["version"] == 1:
+        return int(text) / 1e9  # cpuacct.usage: nanoseconds
+    fields = dict(line.split() for line in text.splitlines() if line.count(" ") == 1)
+    return int(fields["usage_usec"]) / 1e6
+
+
+def _cgroup_oom_kills(cgroup):
+    text = os.pread(cgroup["oom"], 4096, 0).decode()
+    fields = dict(line.split() for line in text.splitlines() if line.count(" ") == 1)
+    return int(fields.get("oom_kill", 0))
+
+
 # ---------------------------------------------------------------- supervision
 
 
@@ -529,6 +589,8 @@ class _Child:
                 _exit(121)
         # Made after the fork, so the child's copy of this object never held it.
         self.token = os.urandom(16).hex()
+        if config.get("cgroup"):  # before its request can come: the program starts inside
+            _cgroup_join(config["cgroup"], self.pid)
         for fd in (request_r, out_w, err_w, status_w):
             os.close(fd)
         self.pidfd = os.pidfd_open(self.pid)
@@ -546,6 +608,9 @@ def spawn_child(config):
 def run_one(config, request, child):
     limits = request["limits"]
     pidns = bool(config.get("pidns"))
+    cgroup = config.get("cgroup")
+    if cgroup:
+        _cgroup_limit(cgroup, limits)
     handed = time.monotonic()
     with contextlib.suppress(BrokenPipeError):  # a child that died in setup says why on fd 3
         write_frame(child.request_w, {**request, "token": child.token})
@@ -559,13 +624,25 @@ def run_one(config, request, child):
     total = 0
     started = None  # when the child said "ready": the program's wall clock starts there
     deadline = handed + SETUP_TIMEOUT_S
-    timed_out = overflow = exited = False
+    timed_out = overflow = exited = cpu_exceeded = False
+    cpu_start = oom_start = 0
+    check_cpu = math.inf  # when the cgroup could next have used up the program's CPU time
     while not (exited or overflow):
         if started is None and sum(map(len, sinks[st_r])) >= READY_LEN:
             started = time.monotonic()
             deadline = started + limits["timeout_s"]
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+            if cgroup:
+                cpu_start, oom_start = _cgroup_cpu(cgroup), _cgroup_oom_kills(cgroup)
+                check_cpu = started + limits["cpu_s"] / CPUS
+        now = time.monotonic()
+        if now >= check_cpu:
+            left = limits["cpu_s"] - (_cgroup_cpu(cgroup) - cpu_start)
+            if left <= 0:
+                cpu_exceeded = True
+                break
+            check_cpu = now + max(0.005, left / CPUS)
+        remaining = min(deadline, check_cpu) - now
+        if now >= deadline:
             timed_out = True
             break
         for fd, _ in poller.poll(remaining * 1000):
@@ -597,10 +674,18 @@ def run_one(config, request, child):
     channel = b"".join(sinks[st_r])
     ready = channel[:1] == b"R" and len(channel) >= READY_LEN
     setup_cpu = struct.unpack(">d", channel[1:READY_LEN])[0] if ready else 0.0
+    cpu_s = max(0.0, usage.ru_utime + usage.ru_stime - setup_cpu)  # the program's process
+    oom_killed = False
+    if cgroup and started is not None:  # every process of the program, children included
+        cpu_s = _cgroup_cpu(cgroup) - cpu_start
+        cpu_exceeded = cpu_exceeded or cpu_s > limits["cpu_s"]
+        oom_killed = _cgroup_oom_kills(cgroup) > oom_start
     return {
         "exit_code": os.waitstatus_to_exitcode(status),
         "wall_s": round(ended - (started or handed), 6),
-        "cpu_s": round(max(0.0, usage.ru_utime + usage.ru_stime - setup_cpu), 6),
+        "cpu_s": round(cpu_s, 6),
+        "cpu_exceeded": cpu_exceeded and ready,
+        "oom_killed": oom_killed,
         "maxrss_kb": usage.ru_maxrss,
         "stdout": b"".join(sinks[out_r]).decode("utf-8", "replace"),
         "stderr": b"".join(sinks[err_r]).decode("utf-8", "replace"),

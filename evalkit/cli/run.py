@@ -34,6 +34,9 @@ def run(
                         ] = False,
     sandbox: Annotated[str, typer.Option(help="process | docker | none (code tasks)")
                        ] = "process",
+    allow_weaker_isolation: Annotated[bool, typer.Option(
+        help="Run code even where the sandbox can make no cgroup (memfd/tmpfs memory and "
+             "child CPU time then unlimited); warned, and recorded in run.json")] = False,
     workers: Annotated[int | None, typer.Option(help="Parallel code executions")] = None,
     tensor_parallel_size: Annotated[int, typer.Option("--tp", help="vLLM tensor parallel size")
                                     ] = 1,
@@ -54,7 +57,7 @@ def run(
     options = RunOptions(
         backend=backend, limit=limit, n=n, temperature=temperature, top_p=top_p,
         max_tokens=max_tokens, seed=seed, out_dir=out, data_dir=data_dir, use_cache=not no_cache,
-        sandbox=sandbox, workers=workers,
+        sandbox=sandbox, allow_weaker_isolation=allow_weaker_isolation, workers=workers,
         backend_options=backend_options(backend, tensor_parallel_size, max_model_len, dtype,
                                          batch_size, base_url, served_model_name),
     )

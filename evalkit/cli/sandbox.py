@@ -43,6 +43,8 @@ def run_file(
     memory: Annotated[int, typer.Option(help="Memory (address space) limit in MB.")] = 1024,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON "
                                                          "object.")] = False,
+    allow_weaker_isolation: Annotated[bool, typer.Option(
+        help="Run even where no cgroup can be made (warned).")] = False,
 ) -> None:
     """Run one Python file in the sandbox and print its result (status, output, times)."""
     from evalkit.sandbox import Limits, get_sandbox
@@ -58,7 +60,8 @@ def run_file(
                         memory_mb=memory)
     except ValueError as exc:
         raise EvalkitError(str(exc)) from exc
-    with get_sandbox(backend, workers=1) as sandbox:
+    with get_sandbox(backend, workers=1, allow_weaker_isolation=allow_weaker_isolation
+                     ) as sandbox:
         result = sandbox.run(source, limits)
     if as_json:
         print(json.dumps({"backend": backend, **result.to_dict()}))
@@ -86,6 +89,7 @@ def selftest(
 ) -> None:
     """Self-test the sandbox, then run the hostile programs next to canaries on the host."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from evalkit.sandbox import get_sandbox
@@ -94,8 +98,14 @@ def selftest(
     if backend == "none":
         raise EvalkitError("the none backend isolates nothing: there is nothing to self-test")
     console = Console()
-    with get_sandbox(backend, workers=1) as sandbox:
+    with get_sandbox(backend, workers=1, allow_weaker_isolation=True) as sandbox:
         console.print(f"[green]self-test passed[/green] ({backend} backend)")
+        if sandbox.weaker_isolation:
+            console.print(f"[red]no cgroup:[/red] {escape(sandbox.weaker_isolation)}: memory in "
+                          "memfd/tmpfs and children's CPU time are not limited here; "
+                          "evaluations refuse to run without --allow-weaker-isolation")
+        elif sandbox.backend == "process":
+            console.print("cgroups: a memory, pids and CPU cgroup per worker")
         outcomes = run_hostile_suite(sandbox)
     table = Table(title=f"hostile programs, {backend} backend")
     for column in ("program", "category", "expected", "got", "time", "detail"):

@@ -62,6 +62,7 @@ class Sandbox:
     """Runs programs in ``workers`` warm sandboxes. Use ``get_sandbox`` to make one."""
 
     backend = ""
+    weaker_isolation: str | None = None  # why this sandbox isolates less than it should
 
     def __init__(self, workers: list[Worker]):
         self._workers = workers

@@ -50,7 +50,7 @@ INIT_UID = 65534  # container pid 1 (a reaper) runs as nobody; programs get a ui
 RUNNER_CAPS = ("SETUID", "SETGID", "SETPCAP", "KILL")
 TMP_MB = 64
 SHM_MB = 16
-TMP_INODES = 16384  # a flood of empty files costs kernel memory no size= limit counts
+TMP_INODES = 65536  # a flood of empty files costs kernel memory no size= limit counts
 SHM_INODES = 1024
 PIDS_LIMIT = 64
 CPUS = 1.0  # each worker's container gets at most one core: a hog cannot starve a neighbour

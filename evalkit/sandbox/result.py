@@ -18,9 +18,11 @@ class Limits:
     """Per-program limits. The defaults held against the hostile suite on these machines."""
 
     timeout_s: float = 10.0  # wall clock
-    cpu_s: float = 5.0  # rounded up to whole seconds (RLIMIT_CPU)
-    memory_mb: int = 1024  # address space per process (RLIMIT_AS)
-    processes: int = 8  # processes and threads of the program's uid (RLIMIT_NPROC)
+    # all of the program's processes (cgroup); per process, rounded up to seconds (RLIMIT_CPU)
+    cpu_s: float = 5.0
+    # the program's cgroup (anonymous memory, memfd, tmpfs, page cache), and RLIMIT_AS per process
+    memory_mb: int = 1024
+    processes: int = 8  # processes and threads (pids cgroup; RLIMIT_NPROC of its uid)
     file_size_mb: int = 16  # largest file it can write (RLIMIT_FSIZE)
     open_files: int = 64  # RLIMIT_NOFILE
     output_bytes: int = 1 << 20  # stdout + stderr kept; more than this ends the run
@@ -89,6 +91,12 @@ def _status(raw: dict, channel: str, limits: Limits) -> tuple[str, str]:
         return "output_limit", f"output over the {limits.output_bytes}-byte limit"
     if raw["timed_out"]:
         return "timeout", f"wall time limit of {limits.timeout_s:g} s exceeded"
+    if raw.get("cpu_exceeded"):
+        return "timeout", (f"CPU time limit of {limits.cpu_s:g} s exceeded (all of the program's "
+                           f"processes: {raw['cpu_s']:.2f} s)")
+    if raw.get("oom_killed"):
+        return "oom", (f"killed at the memory limit ({limits.memory_mb} MB, counting memfd, "
+                       f"tmpfs and page cache)")
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and raw["cpu_s"] >= cpu_limit - 0.05):
         return "timeout", f"killed by {name} (CPU time limit {cpu_limit} s)"
     if channel == "memory_error":
