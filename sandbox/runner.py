@@ -398,6 +398,11 @@ def child_main(config, request_r, out_w, err_w, status_w):
     os.closerange(REQUEST_FD + 1, 1 << 16)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the runner ignores it
     try:
+        # The kernel's OOM killer must pick the program, never the runner beside it (in a
+        # container both are in one memory cgroup, and memfd pages are in nobody's RSS).
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        os.write(fd, b"1000")
+        os.close(fd)
         if config.get("uid") is not None:
             _become_unprivileged(config["uid"])
         if config.get("isolated"):
@@ -464,6 +469,25 @@ def _finish():
 # ---------------------------------------------------------------- the worker's cgroup
 
 
+# In a container, the container's own cgroup (its limits set by the engine): CPU time and OOM
+# kills are read from these files, v2 first.
+CONTAINER_CGROUP = (
+    (2, "/sys/fs/cgroup/cpu.stat", "/sys/fs/cgroup/memory.events"),
+    (1, "/sys/fs/cgroup/cpuacct/cpuacct.usage", "/sys/fs/cgroup/memory/memory.oom_control"),
+    (1, "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage", "/sys/fs/cgroup/memory/memory.oom_control"),
+)
+
+
+def _container_cgroup():
+    for version, cpu, oom in CONTAINER_CGROUP:
+        try:
+            return {"version": version, "procs": [], "cpu": os.open(cpu, os.O_RDONLY),
+                    "oom": os.open(oom, os.O_RDONLY)}
+        except OSError:
+            continue
+    return None
+
+
 def _cgroup_join(cgroup, pid):
     for fd in cgroup["procs"]:
         os.write(fd, str(pid).encode())
@@ -471,8 +495,9 @@ def _cgroup_join(cgroup, pid):
 
 def _cgroup_limit(cgroup, limits):
     """The program's limits, written while only its (waiting) process is in the cgroup."""
-    os.write(cgroup["memory"], str(int(limits["memory_mb"] * 1024 * 1024)).encode())
-    os.write(cgroup["pids"], str(int(limits["processes"])).encode())
+    if "memory" in cgroup:  # a worker cgroup of our own (a container's is the engine's)
+        os.write(cgroup["memory"], str(int(limits["memory_mb"] * 1024 * 1024)).encode())
+        os.write(cgroup["pids"], str(int(limits["processes"])).encode())
 
 
 def _cgroup_cpu(cgroup):
@@ -740,6 +765,8 @@ def serve(once):
     if config.get("uid") is not None:
         _empty_bounding_set()
     _prepare(config)
+    if config.get("container_cgroup"):
+        config["cgroup"] = _container_cgroup()
     if config.get("preload"):
         for name in PRELOAD:
             with contextlib.suppress(ImportError):

@@ -164,7 +164,8 @@ class DockerWorker:
         self._runner = runner_path().read_text()
         self._config = {"uid": uid, "isolated": True, "pidns": True, "preload": False,
                         "nproc": True, "seccomp": base64.b64encode(seccomp).decode(),
-                        "scratch": ["/tmp", "/dev/shm"]}
+                        "scratch": ["/tmp", "/dev/shm"], "container_cgroup": True}
+        self._memory_mb = memory_mb  # what the current container is set to
 
     def _create(self) -> Any:
         return self.client.containers.run(
@@ -212,6 +213,7 @@ class DockerWorker:
             return sandbox_error(f"no container: {exc}")
         request = {"source": source, "limits": limits.to_dict()}
         try:
+            self._fit(container, limits)
             reply = self._exec(container, encode_frame(self._config) + encode_frame(request),
                                limits.timeout_s + GRACE_S)
             result = classify(reply, limits)
@@ -222,6 +224,15 @@ class DockerWorker:
         if result.status in RECYCLE_STATUSES:
             self._recycle()
         return result
+
+    def _fit(self, container: Any, limits: Limits) -> None:
+        """The container's memory limit follows the program's (one update per change: an
+        evaluation uses one set of limits), its tmpfs sizes added. The pids limit stays the
+        container's; per program, RLIMIT_NPROC of its own uid counts its processes."""
+        wanted = limits.memory_mb + TMP_MB + SHM_MB
+        if wanted != self._memory_mb:
+            container.update(mem_limit=f"{wanted}m", memswap_limit=f"{wanted}m")
+            self._memory_mb = wanted
 
     def _exec(self, container: Any, payload: bytes, timeout_s: float) -> dict:
         api = self.client.api
@@ -251,6 +262,7 @@ class DockerWorker:
 
     def _replace(self, old: Any) -> Any:
         _remove(old)
+        self._memory_mb = self.memory_mb
         return self._create()
 
     def restart(self) -> None:

@@ -1,6 +1,7 @@
-"""A cgroup per worker: each limit trips, an innocent program beside the culprit passes, the
-CPU time is the whole program's, the cgroup is emptied after each program and removed at the
-end, and without any cgroup evaluation refuses to run unless told to.
+"""A cgroup per worker (a container per worker on the docker backend): each limit trips, an
+innocent program beside the culprit passes, the CPU time is the whole program's, the cgroup is
+emptied after each program and removed at the end, and without any cgroup evaluation refuses
+to run unless told to.
 
 The hostile programs are the suite's (sandbox/hostile/); each runs on one worker while an
 innocent CPU-bound program runs on the other.
@@ -36,9 +37,9 @@ needs_root = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs u
     ("inode_flood", "passed"),  # tmpfs nr_inodes caps
     ("fork_bomb", "timeout"),  # pids
 ])
-def test_each_limit_trips_and_the_neighbour_passes(process_sandbox, culprit, status):
+def test_each_limit_trips_and_the_neighbour_passes(sandbox, culprit, status):
     hostile = HOSTILE[culprit]
-    bad, good = process_sandbox.run_many([(hostile.template, hostile.limits),
+    bad, good = sandbox.run_many([(hostile.template, hostile.limits),
                                           (INNOCENT, INNOCENT_LIMITS)])
     assert bad.status == status, bad.detail + bad.stdout[-300:] + bad.stderr[-300:]
     assert "ESCAPED" not in bad.stdout
