@@ -481,23 +481,30 @@ CONTAINER_CGROUP = (
 def _container_cgroup():
     for version, cpu, oom in CONTAINER_CGROUP:
         try:
-            return {"version": version, "procs": [], "cpu": os.open(cpu, os.O_RDONLY),
+            return {"version": version, "cpu": os.open(cpu, os.O_RDONLY),
                     "oom": os.open(oom, os.O_RDONLY)}
         except OSError:
             continue
     return None
 
 
-def _cgroup_join(cgroup, pid):
-    for fd in cgroup["procs"]:
-        os.write(fd, str(pid).encode())
+def _cgroup_baseline(cgroup):
+    """What the runner (and bwrap) hold themselves: added to each program's memory limit."""
+    cgroup["baseline"] = int(os.pread(cgroup["usage"], 64, 0))
+    cgroup["written"] = None
 
 
 def _cgroup_limit(cgroup, limits):
-    """The program's limits, written while only its (waiting) process is in the cgroup."""
-    if "memory" in cgroup:  # a worker cgroup of our own (a container's is the engine's)
-        os.write(cgroup["memory"], str(int(limits["memory_mb"] * 1024 * 1024)).encode())
-        os.write(cgroup["pids"], str(int(limits["processes"])).encode())
+    """The program's limits; bwrap and the runner are in the cgroup too: two more tasks, and
+    their own memory (measured once) on top."""
+    if "memory" not in cgroup:  # a container's cgroup: the engine sets its limits
+        return
+    wanted = (int(limits["memory_mb"] * 1024 * 1024) + cgroup["baseline"],
+              int(limits["processes"]) + 2)
+    if wanted != cgroup["written"]:
+        os.write(cgroup["memory"], str(wanted[0]).encode())
+        os.write(cgroup["pids"], str(wanted[1]).encode())
+        cgroup["written"] = wanted
 
 
 def _cgroup_cpu(cgroup):
@@ -614,8 +621,6 @@ class _Child:
                 _exit(121)
         # Made after the fork, so the child's copy of this object never held it.
         self.token = os.urandom(16).hex()
-        if config.get("cgroup"):  # before its request can come: the program starts inside
-            _cgroup_join(config["cgroup"], self.pid)
         for fd in (request_r, out_w, err_w, status_w):
             os.close(fd)
         self.pidfd = os.pidfd_open(self.pid)
@@ -773,6 +778,8 @@ def serve(once):
                 __import__(name)
     gc.collect()
     gc.freeze()  # keeps forked children from copying the runner's pages when their GC runs
+    if config.get("cgroup") and "usage" in config["cgroup"]:
+        _cgroup_baseline(config["cgroup"])
     write_frame(1, {"ready": True, "pid": os.getpid(), "uid": os.getuid(),
                     "python": sys.version.split()[0]})
     while True:

@@ -12,10 +12,13 @@ process the program made.
 cgroup v2 where its memory, pids and cpu controllers can be had below our own cgroup (modern
 distributions; needs root or a delegated subtree), else the v1 ``memory``, ``pids``, ``cpu`` and
 ``cpuacct`` hierarchies (older machines and these development VMs). The worker's cgroup is made
-here, on the host; the runner inside the sandbox gets open file descriptors of the few files it
-needs (it sees no /sys): it moves each program's process in, writes the program's memory and
-pids limits before it starts, reads the CPU time and the OOM-kill count, and kills everything
-in it after the program. ``close`` removes the cgroup.
+here, on the host, and the worker's bubblewrap starts inside it (``join``), so the runner and
+every program it forks are in it from birth: moving a process into a cgroup takes the kernel
+milliseconds, too slow to pay per program. The runner inside the sandbox gets open file
+descriptors of the few files it needs (it sees no /sys): it writes each program's memory limit
+(plus its own resident memory, measured once) and pids limit before the program starts, reads
+the CPU time and the OOM-kill count around it, and kills everything but itself after it.
+``close`` removes the cgroup.
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ class WorkerCgroup:
         with contextlib.suppress(OSError):  # no swap configured: no file
             (path / "memory.swap.max").write_text("0")
         self._open(path, procs="cgroup.procs", memory="memory.max", pids="pids.max",
-                   cpu="cpu.stat", oom="memory.events")
+                   cpu="cpu.stat", oom="memory.events", usage="memory.current")
 
     def _make_v1(self, mounts: list, own: dict[str, str], name: str) -> None:
         where: dict[str, Path] = {}
@@ -128,7 +131,8 @@ class WorkerCgroup:
         memory = where["memory"]
         for path in self.dirs:
             self._fds[f"procs:{path}"] = os.open(path / "cgroup.procs", os.O_WRONLY)
-        self._open(memory, memory="memory.limit_in_bytes", oom="memory.oom_control")
+        self._open(memory, memory="memory.limit_in_bytes", oom="memory.oom_control",
+                   usage="memory.usage_in_bytes")
         self._open(where["pids"], pids="pids.max")
         self._open(where["cpuacct"], cpu="cpuacct.usage")
 
@@ -137,20 +141,20 @@ class WorkerCgroup:
             flags = os.O_WRONLY if key in ("procs", "memory", "pids") else os.O_RDONLY
             self._fds[key if key != "procs" else f"procs:{path}"] = os.open(path / filename, flags)
 
-    def fds(self) -> list[int]:
-        """Every descriptor the runner needs (to pass into the sandbox)."""
-        return list(self._fds.values())
+    def join(self) -> None:
+        """Move the calling process into this cgroup (in a child, before it execs)."""
+        for key, fd in self._fds.items():
+            if key.startswith("procs:"):
+                os.write(fd, b"0")
 
-    def forget_fds(self) -> None:
-        """The descriptors now belong to whoever closes them (the sandbox start)."""
-        self._fds = {}
+    def fds(self) -> list[int]:
+        """The descriptors the runner needs (to pass into the sandbox)."""
+        return [fd for key, fd in self._fds.items() if not key.startswith("procs:")]
 
     def runner_config(self) -> dict:
         """What the runner gets: descriptor numbers (valid in the sandbox: passed as they are)."""
-        return {"version": self.version,
-                "procs": [fd for key, fd in self._fds.items() if key.startswith("procs:")],
-                "memory": self._fds["memory"], "pids": self._fds["pids"],
-                "cpu": self._fds["cpu"], "oom": self._fds["oom"]}
+        return {"version": self.version, **{key: fd for key, fd in self._fds.items()
+                                              if not key.startswith("procs:")}}
 
     def close(self) -> None:
         """Close the descriptors and remove the directories (once their processes are gone)."""

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -156,8 +157,14 @@ class RunnerWorker:
         self._reader: FrameReader | None = None
         self._stderr: IO[bytes] | None = None
 
+    # How many of _command's descriptors start() closes once passed (the rest have an owner).
+    _own_fds = 1
+
     def _command(self) -> tuple[list[str], tuple[int, ...]]:
         raise NotImplementedError
+
+    def _preexec(self) -> Callable[[], None] | None:
+        return None
 
     def _config(self) -> dict:
         raise NotImplementedError
@@ -172,12 +179,13 @@ class RunnerWorker:
         try:
             self._proc = spawn(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                pass_fds=fds, env=self._env(), start_new_session=True)
+                pass_fds=fds, env=self._env(), start_new_session=True,
+                preexec_fn=self._preexec())
         except OSError as exc:
             raise EvalkitError(f"the {self.label} sandbox does not start: {cmd[0]}: {exc}. "
                                f"{INSTALL_HINT}") from exc
         finally:
-            for fd in fds:
+            for fd in fds[:self._own_fds]:
                 os.close(fd)
         assert self._proc.stdout is not None
         self._reader = FrameReader(self._proc.stdout.fileno())
@@ -259,6 +267,10 @@ class ProcessWorker(RunnerWorker):
         self.cgroup: WorkerCgroup | None = None
         self._scratch: dict[str, str] | None = None
 
+    def _preexec(self) -> Callable[[], None] | None:
+        # bwrap, hence the runner and every program it forks, is born in the worker's cgroup.
+        return self.cgroup.join if self.cgroup is not None else None
+
     def start(self) -> None:
         if self.uid is not None:  # root: tmpfs with an inode cap, mounted for bwrap to bind
             self._scratch = {"/tmp": capped_tmpfs(TMP_MB, TMP_INODES),
@@ -286,12 +298,9 @@ class ProcessWorker(RunnerWorker):
             cmd = bwrap_command(fd, as_root=self.uid is not None, scratch=self._scratch)
             if not self.cgroups:
                 return cmd, (fd,)
-            # Its descriptors go into the sandbox under the same numbers; start() closes ours.
+            # Its descriptors go into the sandbox under the same numbers.
             self.cgroup = WorkerCgroup(f"w{self.uid}")
-            fds = self.cgroup.fds()
-            self._cgroup_config = self.cgroup.runner_config()
-            self.cgroup.forget_fds()
-            return cmd, (fd, *fds)
+            return cmd, (fd, *self.cgroup.fds())
         except BaseException:
             os.close(fd)
             raise
@@ -307,7 +316,7 @@ class ProcessWorker(RunnerWorker):
                 "nproc": True, "nproc_extra": 0 if self.uid is not None else 1,
                 "seccomp": base64.b64encode(filter_bpf()).decode(),
                 "scratch": ["/tmp", "/dev/shm"],
-                "cgroup": self._cgroup_config if self.cgroup else None}
+                "cgroup": self.cgroup.runner_config() if self.cgroup else None}
 
     def close(self) -> None:
         super().close()  # the runner and its namespace first: then the cgroup is empty

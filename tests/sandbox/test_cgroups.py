@@ -10,6 +10,7 @@ innocent CPU-bound program runs on the other.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,9 @@ def test_each_limit_trips_and_the_neighbour_passes(sandbox, culprit, status):
                                           (INNOCENT, INNOCENT_LIMITS)])
     assert bad.status == status, bad.detail + bad.stdout[-300:] + bad.stderr[-300:]
     assert "ESCAPED" not in bad.stdout
+    if good.status == "timeout" and os.getloadavg()[0] > 3 * (os.cpu_count() or 1):
+        # A CPU quota keeps the culprit to its core; it cannot give us a core others hold.
+        pytest.skip(f"the machine itself is overloaded (load {os.getloadavg()[0]:.0f})")
     assert (good.status, good.stdout) == ("passed", "42000000\n"), good.detail
 
 
@@ -78,9 +82,12 @@ def test_each_worker_has_its_own_cgroup_emptied_after_each_program(process_sandb
                         ".sleep(30)\n", Limits(timeout_s=1, cpu_s=1))
     for worker in process_sandbox._workers:
         assert worker.cgroup is not None and worker.cgroup.dirs
+        bwrap, runner = worker._proc.pid, worker.runner_pid()
         for path in worker.cgroup.dirs:
-            # only the runner's next child, forked ahead and waiting for its program
-            assert len((path / "cgroup.procs").read_text().split()) <= 1
+            # bwrap, the runner, and the runner's next child, forked ahead for its program
+            procs = {int(pid) for pid in (path / "cgroup.procs").read_text().split()}
+            assert {bwrap, runner} <= procs and len(procs) <= 3
+            assert all(pid in (bwrap, runner) or _parent(pid) == runner for pid in procs)
 
 
 def test_closing_removes_the_cgroups():
@@ -110,3 +117,7 @@ def test_without_a_cgroup_evaluation_refuses_unless_allowed(tmp_path):
     assert allowed.returncode == 0, allowed.stderr
     assert json.loads(allowed.stdout)["stdout"] == "ran\n"
     assert "WEAKER ISOLATION" in allowed.stderr
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
