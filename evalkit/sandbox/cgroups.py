@@ -33,6 +33,9 @@ from evalkit.errors import EvalkitError
 
 CPU_PERIOD_US = 100_000
 CPU_QUOTA_US = 100_000  # one core per worker
+# The runner and its program share the worker's group, where each used to be scheduled as a
+# task (a group) of its own: twice the default weight keeps their share under contention.
+CPU_SHARES_V1, CPU_WEIGHT_V2 = 2048, 200
 V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 V2_CONTROLLERS = ("memory", "pids", "cpu")
 
@@ -110,6 +113,7 @@ class WorkerCgroup:
         self.dirs.append(path)
         self.version = 2
         (path / "cpu.max").write_text(f"{CPU_QUOTA_US} {CPU_PERIOD_US}")
+        (path / "cpu.weight").write_text(str(CPU_WEIGHT_V2))
         with contextlib.suppress(OSError):  # no swap configured: no file
             (path / "memory.swap.max").write_text("0")
         self._open(path, procs="cgroup.procs", memory="memory.max", pids="pids.max",
@@ -128,6 +132,7 @@ class WorkerCgroup:
         self.version = 1
         (where["cpu"] / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
         (where["cpu"] / "cpu.cfs_quota_us").write_text(str(CPU_QUOTA_US))
+        (where["cpu"] / "cpu.shares").write_text(str(CPU_SHARES_V1))
         memory = where["memory"]
         for path in self.dirs:
             self._fds[f"procs:{path}"] = os.open(path / "cgroup.procs", os.O_WRONLY)
