@@ -9,6 +9,8 @@ behind), a seccomp filter (on the runner and again on each program), and per-pro
 Also the ``none`` backend: the same runner with no isolation at all, for trusted code only.
 """
 
+# size: one backend (bwrap command line, per-worker cgroup and tmpfs mounts, runner protocol)
+# whose parts share the worker's lifetime; split further they would only pass it around.
 from __future__ import annotations
 
 import contextlib
