@@ -56,6 +56,7 @@ def compare(
                         ] = Path("runs"),
     no_cache: o.NoCache = False,
     sandbox: o.Sandbox = "process",
+    allow_weaker_isolation: o.AllowWeakerIsolation = False,
     workers: o.Workers = None,
     tensor_parallel_size: o.TensorParallel = 1,
     max_model_len: o.MaxModelLen = None,
@@ -144,6 +145,7 @@ def compare(
                  "top_p": top_p, "max_tokens": max_tokens, "data_dir": data_dir, "seed": seed}
         options = RunOptions(**{k: v for k, v in given.items() if v is not None},
                              out_dir=runs_dir, use_cache=not no_cache, sandbox=sandbox,
+                             allow_weaker_isolation=allow_weaker_isolation,
                              workers=workers, limits={} if limit is not None else suite_limits,
                              backend_options=backend_options(
                                  backend, tensor_parallel_size, max_model_len, dtype, batch_size,

@@ -33,6 +33,9 @@ Seed = Annotated[int, typer.Option(help="Generation seed (sampled decoding).",
                                    rich_help_panel=_GEN)]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Ignore cached generations.")]
 Sandbox = Annotated[str, typer.Option(help="Code tasks: process | docker | none.")]
+AllowWeakerIsolation = Annotated[bool, typer.Option(
+    help="Run code even where the sandbox can make no cgroup (memfd/tmpfs memory and child "
+         "CPU time then unlimited); warned, and recorded in run.json.")]
 Workers = Annotated[int | None, typer.Option(help="Parallel code executions.")]
 TensorParallel = Annotated[int, typer.Option("--tp", help="vLLM tensor parallel size.",
                                              rich_help_panel=_ENGINE)]

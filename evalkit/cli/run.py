@@ -28,6 +28,7 @@ def run(
     seed: o.Seed = 1234,
     no_cache: o.NoCache = False,
     sandbox: o.Sandbox = "process",
+    allow_weaker_isolation: o.AllowWeakerIsolation = False,
     workers: o.Workers = None,
     tensor_parallel_size: o.TensorParallel = 1,
     max_model_len: o.MaxModelLen = None,
@@ -49,7 +50,7 @@ def run(
     options = RunOptions(
         backend=backend, limit=limit, n=n, temperature=temperature, top_p=top_p,
         max_tokens=max_tokens, seed=seed, out_dir=out, data_dir=data_dir, use_cache=not no_cache,
-        sandbox=sandbox, workers=workers,
+        sandbox=sandbox, allow_weaker_isolation=allow_weaker_isolation, workers=workers,
         backend_options=backend_options(backend, tensor_parallel_size, max_model_len, dtype,
                                          batch_size, base_url, served_model_name),
     )

@@ -46,6 +46,7 @@ class RunOptions:
     data_dir: Path | None = None
     use_cache: bool = True
     sandbox: str = "process"
+    allow_weaker_isolation: bool = False  # the process sandbox without cgroups (warned, recorded)
     workers: int | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
@@ -166,13 +167,20 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
         samples = [s.model_dump() for s in repair_samples(folder) if s.doc_id in doc_ids]
         metrics = aggregate(samples, task.metrics(gen["n"]))
         metrics.update(_summary_metrics(task, docs, samples, metrics))
+        # Programs caught reaching outside themselves (the sandbox's evidence is in each sample).
+        tampered = sum((s.get("execution") or {}).get("status") == "tampered" for s in samples)
+        if tampered:
+            console.print(f"[red]warning:[/red] {tampered} sample(s) of {task.name} tampered "
+                          "with the sandbox (scored as failed; evidence in samples.jsonl)")
         writer.finish(metrics, {
             "timings": {**header.timings, "finished": _now(),
                         "generation_s": round(generation_s, 3),
                         "total_s": round(time.perf_counter() - t0, 3)},
             "counts": {"docs": len(docs), "samples": len(samples),
                        "generated": len(execution.misses), "cached": len(execution.hits),
-                       "resumed": len(docs) - len(pending)},
+                       "resumed": len(docs) - len(pending), "tampered": tampered},
+            # why the sandbox ran without cgroups, when --allow-weaker-isolation let it
+            "weaker_isolation": getattr(sandbox, "weaker_isolation", None),
         })
     return folder
 
@@ -222,7 +230,8 @@ def _sandbox(options: RunOptions) -> Iterator[Any]:
     from evalkit.sandbox import get_sandbox
 
     # get_sandbox runs the self-test (once per task: each task opens its own sandbox).
-    sandbox = get_sandbox(options.sandbox, workers=options.workers or _cores())
+    sandbox = get_sandbox(options.sandbox, workers=options.workers or _cores(),
+                          allow_weaker_isolation=options.allow_weaker_isolation)
     try:
         yield sandbox
     finally:
