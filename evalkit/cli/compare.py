@@ -84,6 +84,9 @@ def compare(
     tuco: Annotated[bool, typer.Option(
         "--tuco", help="Also report each task's mean TuCo (tuning contribution, transformers).")
     ] = False,
+    publish: Annotated[Path | None, typer.Option(
+        "--publish", help="Also publish the comparison and its runs into this results store.")
+    ] = None,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
     Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
@@ -158,6 +161,10 @@ def compare(
     flipped = sum(len(t.flipped) for t in comparison.tasks)
     console.print(f"{flipped} flipped item(s) with both completions: {md_path}\n"
                   f"comparison: {json_path}")
+    if publish is not None:
+        from evalkit.cli.report import print_published, publish_paths
+
+        print_published(publish_paths([json_path.parent], publish))
 
 
 @app.command()

@@ -47,6 +47,9 @@ def run(
     judge: Annotated[str | None, typer.Option(
         help="Also grade answers with this checkpoint (tasks with a judge prompt: FineTuneBench)")
     ] = None,
+    publish: Annotated[Path | None, typer.Option(
+        "--publish", help="Also publish the finished runs into this results store (results/).")
+    ] = None,
 ) -> None:
     """Run tasks on one checkpoint and write a run folder per task."""
     from evalkit.runner import RunOptions, open_backend, run_task
@@ -79,6 +82,10 @@ def run(
         judge_runs(folders, judge, options)
     for folder in folders:
         print_run_summary(folder)
+    if publish is not None:
+        from evalkit.cli.report import print_published, publish_paths
+
+        print_published(publish_paths(folders, publish))
 
 
 def backend_options(backend: str, tp: int, max_model_len: int | None, dtype: str,

@@ -142,8 +142,8 @@ def _hardware_from_backend(backend: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def comparison_record(comparison: Any, folder: Path) -> ComparisonRecord:
-    ref = {"base": comparison.tasks[0].base.checkpoint, "tuned": comparison.tasks[0].tuned.checkpoint
-           } if comparison.tasks else {}
+    first = comparison.tasks[0] if comparison.tasks else None
+    ref = {"base": first.base.checkpoint, "tuned": first.tuned.checkpoint} if first else {}
     return ComparisonRecord(
         base=CheckpointInfo.model_validate(ref["base"].model_dump() if ref else
                                            {"name": comparison.base_label}),

@@ -96,7 +96,8 @@ def heatmap(layers: Sequence[str], modules: Sequence[str], values: dict[tuple[st
     for i, ((layer, module), v) in enumerate(sorted(values.items())):
         x, y = layers.index(layer), modules.index(module)
         colour = cmap(norm(v)) if math.isfinite(v) else "#d0d7de"
-        ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, color=colour, gid=f"{prefix}-mark-{i}"))
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=colour, edgecolor="white",
+                               lw=0.5, gid=f"{prefix}-mark-{i}"))
     ax.set_xlim(-0.5, len(layers) - 0.5)
     ax.set_ylim(-0.5, len(modules) - 0.5)
     step = max(1, len(layers) // 15)

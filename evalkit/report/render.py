@@ -100,13 +100,15 @@ def leaderboard(inputs: Inputs) -> list[BoardRow]:
     base_of: dict[str, str] = {}
     for r in runs:
         fp = r.checkpoint.fingerprint or ""
-        parent = (r.lineage.base_fingerprint if r.lineage else None) or r.checkpoint.base_fingerprint
+        parent = ((r.lineage.base_fingerprint if r.lineage else None)
+                  or r.checkpoint.base_fingerprint)
         if parent:
             base_of[fp] = parent
     paired: dict[tuple[str, str, str, str], Any] = {}
     for c in inputs.comparison_records:
         for row in c.rows:
-            paired[(c.base.fingerprint or "", c.tuned.fingerprint or "", row.task, row.metric)] = row
+            key = (c.base.fingerprint or "", c.tuned.fingerprint or "", row.task, row.metric)
+            paired[key] = row
             base_of.setdefault(c.tuned.fingerprint or "", c.base.fingerprint or "")
             labels.setdefault(c.base.fingerprint, c.base.label)
     rows = []

@@ -159,7 +159,8 @@ def _slug(text: str) -> str:
 
 def record_path(store: Path, rec: Record) -> Path:
     if isinstance(rec, RunRecord):
-        return store / "runs" / _slug(rec.task.name) / f"{_slug(rec.checkpoint.label)}-{rec.key}.json"
+        name = f"{_slug(rec.checkpoint.label)}-{rec.key}.json"
+        return store / "runs" / _slug(rec.task.name) / name
     return (store / "comparisons"
             / f"{_slug(rec.base.label)}-vs-{_slug(rec.tuned.label)}-{rec.key}.json")
 
