@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import re
 from collections import defaultdict
@@ -266,6 +267,10 @@ def _environment():
 def build_html(inputs: Inputs, *, max_flips: int = 200, title: str = "evalkit report") -> str:
     board = leaderboard(inputs)
     env = _environment()
+    script = env.loader.get_source(env, "report.js")[0]
+    # The page's only script is allowed by its hash: inline event handlers and any other
+    # script are refused by the browser even if markup ever slipped through.
+    script_hash = "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     return env.get_template("report.html.j2").render(
         title=title, created=datetime.now(UTC).isoformat(timespec="seconds"),
         evalkit_version=__version__, sources=inputs.sources, board=board,
@@ -273,7 +278,7 @@ def build_html(inputs: Inputs, *, max_flips: int = 200, title: str = "evalkit re
         compares=[comparison_view(i, c, max_flips) for i, c in enumerate(inputs.compares)],
         analyses=[analysis_view(i, a) for i, a in enumerate(inputs.analyses)],
         finetunes=[finetune_view(i, f) for i, f in enumerate(inputs.finetunes)],
-        runs=inputs.runs, script=env.loader.get_source(env, "report.js")[0],
+        runs=inputs.runs, script=script, script_hash=script_hash,
         style=env.loader.get_source(env, "report.css")[0])
 
 

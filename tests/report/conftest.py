@@ -110,7 +110,7 @@ def make_inputs(root: Path, n_items: int = N_ITEMS) -> Inputs:
                         completions={"1": XSS})
         make_run_folder(root / "runs/tuned" / task, tuned, task=task, checkpoint="tuned-model",
                         completions={"1": XSS})
-    comparison = compare_paths(root / "runs/base", root / "runs/tuned", seed=0, resamples=2000)
+    comparison = compare_paths(root / "runs/base", root / "runs/tuned", seed=0, resamples=1000)
     write_comparison(comparison, root / "compare")
     from evalkit.cli.report import publish_paths
 
@@ -123,3 +123,8 @@ def make_inputs(root: Path, n_items: int = N_ITEMS) -> Inputs:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Inputs:
     return make_inputs(tmp_path_factory.mktemp("report-inputs"))
+
+
+@pytest.fixture
+def xss() -> str:
+    return XSS
