@@ -6,6 +6,7 @@ fine-tune pydantic schemas), so a change of format touches only this file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -105,13 +106,28 @@ def _lineage(checkpoint: dict[str, Any]) -> Lineage | None:
     return None
 
 
-def run_record(folder: Path) -> RunRecord:
-    """The leaderboard record of one finished run folder."""
+@functools.lru_cache(maxsize=64)
+def _load_run(folder: Path) -> tuple[dict, list[dict], dict]:
+    # Many comparisons share one base: each run folder is read once per report.
     from evalkit.store import load_run
 
-    run, samples, metrics = load_run(folder)
-    prompt_hashes = sorted({(str(s["doc_id"]), str(s.get("prompt_hash"))) for s in samples})
-    prompt_hash = hashlib.sha256(json.dumps(prompt_hashes).encode()).hexdigest()[:16]
+    return load_run(folder)
+
+
+def run_record(folder: Path, scores: Any = None) -> RunRecord:
+    """The leaderboard record of one finished run folder. ``scores`` (the run's
+    ``evalkit.comparison.TaskScores`` from a comparison) saves reading its samples again."""
+    if scores is not None and (folder / "metrics.json").exists():
+        from evalkit.store import read_json
+
+        run, metrics = read_json(folder / "run.json"), read_json(folder / "metrics.json")
+        if run.get("status") != "complete" or run.get("run_key") != scores.run_key:
+            return run_record(folder)  # changed since the comparison: read it in full
+        pairs = set(zip(scores.doc_ids, scores.prompt_hashes, strict=True))
+    else:
+        run, samples, metrics = _load_run(folder.resolve())
+        pairs = {(str(s["doc_id"]), str(s.get("prompt_hash"))) for s in samples}
+    prompt_hash = hashlib.sha256(json.dumps(sorted(pairs)).encode()).hexdigest()[:16]
     timings = run.get("timings") or {}
     backend = run.get("backend") or {}
     try:
@@ -162,7 +178,7 @@ def _run_folders(path: Path) -> list[Path]:
                                                                  path.glob("*/*/run.json")})
 
 
-def publishable(path: Path) -> list[Record]:
+def publishable(path: Path, comparison: Any = None) -> list[Record]:
     """Records for ``evalkit publish``: run folders (or folders of them) and compare folders
     (the comparison plus the run folders it was made from, when they are still there)."""
     from evalkit.comparison import load_comparison
@@ -171,12 +187,12 @@ def publishable(path: Path) -> list[Record]:
         raise EvalkitError(f"{path} does not exist")
     if (path / "comparison.json").exists() or path.name == "comparison.json":
         folder = path if path.is_dir() else path.parent
-        comparison = load_comparison(folder)
+        comparison = comparison or load_comparison(folder)
         records: list[Record] = []
         for pair in comparison.tasks:
             for side in (pair.base, pair.tuned):
                 if side.source and (Path(side.source) / "run.json").exists():
-                    records.append(run_record(Path(side.source)))
+                    records.append(run_record(Path(side.source), side))
         return [*records, comparison_record(comparison, folder)]
     folders = _run_folders(path) if path.is_dir() else []
     if not folders:
@@ -194,10 +210,8 @@ def _stderr_by_doc(source: str | None) -> dict[tuple[str, int], str]:
     """Sandbox stderr of a run folder's samples (the comparison keeps only the status)."""
     if not source or not (Path(source) / "samples.jsonl").exists():
         return {}
-    from evalkit.store import load_run
-
     try:
-        _, samples, _ = load_run(source)
+        _, samples, _ = _load_run(Path(source).resolve())
     except EvalkitError:
         return {}
     out = {}
@@ -216,8 +230,11 @@ def read_compare(folder: Path) -> Compare:
     comparison = load_comparison(folder)
     flips = []
     for pair in comparison.tasks:
-        base_err = _stderr_by_doc(pair.base.source) if pair.flipped else {}
-        tuned_err = _stderr_by_doc(pair.tuned.source) if pair.flipped else {}
+        # Only code tasks have sandbox output to show.
+        code = any(side and side.execution_status for f in pair.flipped
+                   for side in (f.base, f.tuned))
+        base_err = _stderr_by_doc(pair.base.source) if code else {}
+        tuned_err = _stderr_by_doc(pair.tuned.source) if code else {}
         for item in pair.flipped:
             flips.append(Flip(
                 item=item, task=pair.task,
@@ -284,8 +301,9 @@ def collect(paths: list[Path]) -> Inputs:
                 add(rec)
         elif (path / "comparison.json").exists() or path.name == "comparison.json":
             folder = path if path.is_dir() else path.parent
-            inputs.compares.append(read_compare(folder))
-            for rec in publishable(folder):
+            compare = read_compare(folder)
+            inputs.compares.append(compare)
+            for rec in publishable(folder, compare.comparison):
                 add(rec)
         elif (path / "summary.json").exists() and (path / "matrices.csv").exists():
             inputs.analyses.append(read_analysis(path))

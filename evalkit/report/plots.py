@@ -15,13 +15,10 @@ from typing import Any
 _counter = itertools.count()
 
 
-def _figure(width: float, height: float):
-    import matplotlib
+def _figure(width: float, height: float, layout: str | None = "constrained"):
+    from matplotlib.figure import Figure  # no pyplot, no GUI backend: renders straight to SVG
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
+    return Figure(figsize=(width, height), layout=layout)
 
 
 def _svg(fig: Any) -> str:
@@ -40,7 +37,12 @@ def _svg(fig: Any) -> str:
 def forest(rows: Sequence[dict[str, Any]], prefix: str) -> str:
     """Δ with its CI per task × metric; rows: label, delta, ci_low, ci_high, verdict."""
     colours = {"improved": "#1a7f37", "regressed": "#cf222e"}
-    fig = _figure(6.5, 0.8 + 0.32 * max(len(rows), 1))
+    height = 0.8 + 0.32 * max(len(rows), 1)
+    # Fixed margins (not constrained layout: 20 forest plots must render in a few seconds).
+    fig = _figure(7.0, height, layout=None)
+    longest = max((len(r["label"]) for r in rows), default=10)
+    left = min(0.6, 0.1 + longest * 0.055 / 7.0)
+    fig.subplots_adjust(left=left, right=0.97, top=1 - 0.15 / height, bottom=0.55 / height)
     ax = fig.add_subplot()
     for i, row in enumerate(rows):
         y = len(rows) - 1 - i

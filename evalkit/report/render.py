@@ -61,6 +61,8 @@ def visible(text: Any, limit: int = MAX_TEXT) -> str:
         return ""
     if not isinstance(text, str):
         text = json.dumps(text, ensure_ascii=False)
+    if len(text) <= limit and not _HIDDEN.search(text):
+        return text
     text = _HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     if len(text) > limit:
         text = text[:limit] + f"\n… [{len(text) - limit} more characters not shown]"
@@ -294,13 +296,17 @@ def build_markdown(inputs: Inputs, limit: int = MD_LIMIT) -> str:
 
     head = ["# evalkit report", ""]
     board = leaderboard(inputs)
+    # Tables get fixed shares of the limit (leaderboard 35%, verdict tables 40% together); the
+    # flipped items get what is left. Every cut says how much was cut.
+    n_cmp = max(len(inputs.compares), 1)
     if board:
         head += ["## Leaderboard", "", "| checkpoint | base | task | metric | score ± SE | n | "
                  "Δ vs base | CI | verdict |", "|---|---|---|---|---:|---:|---:|---|---|"]
-        head += [f"| {_md_cell(b.checkpoint)} | {_md_cell(b.base or '')} | {_md_cell(b.task)} | "
+        head += _fit(int(limit * 0.35), "leaderboard row", [
+            f"| {_md_cell(b.checkpoint)} | {_md_cell(b.base or '')} | {_md_cell(b.task)} | "
                  f"{_md_cell(b.metric)} | {_fmt(b.value)} ± {_fmt(b.stderr)} | {b.n or '–'} | "
                  f"{_fmt(b.delta, '+.4f') if b.delta is not None else ''} | {b.ci} | "
-                 f"{b.verdict} |" for b in board]
+                 f"{b.verdict} |" for b in board])
         head.append("")
     flips_md: list[list[str]] = []
     for c in inputs.compares:
@@ -308,9 +314,10 @@ def build_markdown(inputs: Inputs, limit: int = MD_LIMIT) -> str:
         head += [f"## {_md_cell(comp.base_label)} → {_md_cell(comp.tuned_label)}", "",
                  "| task | metric | base | tuned | Δ | CI | test | p (Holm) | verdict |",
                  "|---|---|---:|---:|---:|---|---|---:|---|"]
-        head += [f"| {_md_cell(r.task)} | {_md_cell(r.metric)} | {value_text(r.metric, r.base)} "
-                 f"| {value_text(r.metric, r.tuned)} | {delta_text(r.metric, r.delta)} | "
-                 f"{ci_text(r)} | {r.test} | {fmt_p(r.p_holm)} | {r.verdict} |" for r in comp.rows]
+        head += _fit(int(limit * 0.4 / n_cmp), "verdict row", [
+            f"| {_md_cell(r.task)} | {_md_cell(r.metric)} | {value_text(r.metric, r.base)} "
+            f"| {value_text(r.metric, r.tuned)} | {delta_text(r.metric, r.delta)} | "
+            f"{ci_text(r)} | {r.test} | {fmt_p(r.p_holm)} | {r.verdict} |" for r in comp.rows])
         head.append("")
         flips_md.append([_flip_md(f) for f in c.flips])
     for a in inputs.analyses:
@@ -346,7 +353,24 @@ def build_markdown(inputs: Inputs, limit: int = MD_LIMIT) -> str:
                     "limit of a PR comment); see index.html or comparison.json\n")
             parts.append(note)
             budget -= len(note)
-    return text + "".join(parts) + footer
+    text = text + "".join(parts)
+    if len(text) + len(footer) > limit:  # only when the fixed sections alone are too long
+        cut = limit - len(footer) - 200
+        text = text[:cut] + (f"\n\n… {len(text) - cut} more characters not shown here (size "
+                             "limit of a PR comment); see index.html\n")
+    return text + footer
+
+
+def _fit(budget: int, what: str, lines: list[str]) -> list[str]:
+    """As many table lines as fit in ``budget`` characters, and a line counting the rest."""
+    kept, used = [], 0
+    for line in lines:
+        if used + len(line) + 1 > budget:
+            return [*kept, "", f"… and {len(lines) - len(kept)} more {what}(s) not shown here "
+                    "(size limit of a PR comment); see index.html"]
+        kept.append(line)
+        used += len(line) + 1
+    return kept
 
 
 def _flip_md(flip: Any) -> str:

@@ -24,6 +24,7 @@ def report(inputs, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("report")
     html, md = make_report([inputs.store, inputs.compare, inputs.analysis, inputs.finetune], out)
+    assert 0 < len(md.read_text(encoding="utf-8")) < 65_536
     return html
 
 
