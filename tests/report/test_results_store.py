@@ -138,3 +138,38 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     res = _cli(*args, cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_code_flips_carry_sandbox_status_and_stderr(tmp_path):
+    """A code task's flip shows the sandbox status (from the comparison) and stderr (read back
+    from the run folder's samples, as the runner writes them in ``execution``)."""
+    import base64
+    import gzip
+
+    from evalkit.comparison import compare_paths, write_comparison
+    from evalkit.report.collect import collect
+    from evalkit.report.render import _flip_payload
+
+    outcomes = {"0": 1.0, "1": 1.0, "2": 0.0}
+    make_run_folder(tmp_path / "b/humaneval", outcomes, task="humaneval", checkpoint="base")
+    tuned = make_run_folder(tmp_path / "t/humaneval", {**outcomes, "1": 0.0}, task="humaneval",
+                            checkpoint="tuned")
+    lines = (tuned / "samples.jsonl").read_text().splitlines()
+    samples = [json.loads(line) for line in lines]
+    for s in samples:
+        if s["doc_id"] == "1":
+            s["execution"] = {"program": "assert f() == 2", "status": "failed",
+                              "detail": "AssertionError", "stdout": "",
+                              "stderr": "Traceback (most recent call last):\n\x1b[31mboom"}
+    (tuned / "samples.jsonl").write_text("\n".join(json.dumps(s) for s in samples) + "\n")
+    write_comparison(compare_paths(tmp_path / "b", tmp_path / "t", resamples=1000),
+                     tmp_path / "cmp")
+    (compare,) = collect([tmp_path / "cmp"]).compares
+    (flip,) = compare.flips
+    assert flip.item.tuned.execution_status == "failed"
+    assert flip.tuned_stderr.startswith("Traceback") and flip.base_stderr is None
+    payload, left = _flip_payload(compare, 200)
+    (item,) = json.loads(gzip.decompress(base64.b64decode(payload)))
+    assert item["tuned"]["status"] == "failed"
+    assert item["tuned"]["stderr"] == "Traceback (most recent call last):\n\\u001b[31mboom"
+    assert left == {}
