@@ -1,6 +1,6 @@
 """`evalkit report` at scale: 20 comparisons × 10 tasks × 1,000 items.
 
-Builds the inputs once (run folders by evalkit.testing, comparisons by evalkit.comparison; not
+Builds the inputs once (run folders by evalkit.testing, comparisons by evalkit.compare; not
 timed), then times `make_report` over all 20 compare folders and reports the HTML size.
 Targets (issue 15): ≤ 10 s and index.html ≤ 10 MB.
 
@@ -23,7 +23,7 @@ def _text(rnd: random.Random, n: int) -> str:
 
 
 def build(root: Path, comparisons: int, tasks: int, items: int) -> list[Path]:
-    from evalkit.comparison import compare_paths, write_comparison
+    from evalkit.compare import compare_paths, write_comparison
     from evalkit.testing import make_run_folder
 
     folders = []

@@ -1,6 +1,6 @@
 """Read what a report is made of: results stores, run folders, compare folders, analyze folders
 and finetune folders. The one module that knows those on-disk formats (through their own
-readers: ``evalkit.store.load_run``, ``evalkit.comparison.load_comparison``, the analysis and
+readers: ``evalkit.run.format``, ``evalkit.compare.load.load_comparison``, the analysis and
 fine-tune pydantic schemas), so a change of format touches only this file.
 """
 
@@ -54,7 +54,7 @@ class Finetune:
 class Flip:
     """One flipped item with what the flip explorer shows (stderr only from run folders)."""
 
-    item: Any  # evalkit.comparison.FlippedItem
+    item: Any  # evalkit.compare.schema.FlippedItem
     task: str
     base_stderr: str | None = None
     tuned_stderr: str | None = None
@@ -63,7 +63,7 @@ class Flip:
 @dataclass
 class Compare:
     path: Path
-    comparison: Any  # evalkit.comparison.Comparison
+    comparison: Any  # evalkit.compare.schema.Comparison
     flips: list[Flip]
 
 
@@ -109,18 +109,19 @@ def _lineage(checkpoint: dict[str, Any]) -> Lineage | None:
 @functools.lru_cache(maxsize=64)
 def _load_run(folder: Path) -> tuple[dict, list[dict], dict]:
     # Many comparisons share one base: each run folder is read once per report.
-    from evalkit.store import load_run
+    from evalkit.run.format import load_run
 
-    return load_run(folder)
+    return load_run(folder).dicts()
 
 
 def run_record(folder: Path, scores: Any = None) -> RunRecord:
     """The leaderboard record of one finished run folder. ``scores`` (the run's
-    ``evalkit.comparison.TaskScores`` from a comparison) saves reading its samples again."""
+    ``evalkit.compare.schema.TaskScores`` from a comparison) saves reading its samples again."""
     if scores is not None and (folder / "metrics.json").exists():
-        from evalkit.store import read_json
+        from evalkit.run.format import read_header, read_metrics
 
-        run, metrics = read_json(folder / "run.json"), read_json(folder / "metrics.json")
+        run = json.loads(read_header(folder).model_dump_json())
+        metrics = json.loads(read_metrics(folder).model_dump_json())
         if run.get("status") != "complete" or run.get("run_key") != scores.run_key:
             return run_record(folder)  # changed since the comparison: read it in full
         pairs = set(zip(scores.doc_ids, scores.prompt_hashes, strict=True))
@@ -174,7 +175,7 @@ def _run_folders(path: Path) -> list[Path]:
 def publishable(path: Path, comparison: Any = None) -> list[Record]:
     """Records for ``evalkit publish``: run folders (or folders of them) and compare folders
     (the comparison plus the run folders it was made from, when they are still there)."""
-    from evalkit.comparison import load_comparison
+    from evalkit.compare.load import load_comparison
 
     if not path.exists():
         raise EvalkitError(f"{path} does not exist")
@@ -218,7 +219,7 @@ def _stderr_by_doc(source: str | None) -> dict[tuple[str, int], str]:
 
 
 def read_compare(folder: Path) -> Compare:
-    from evalkit.comparison import load_comparison
+    from evalkit.compare.load import load_comparison
 
     comparison = load_comparison(folder)
     flips = []

@@ -173,7 +173,7 @@ def _side(view: Any, stderr: str | None) -> dict[str, Any] | None:
 
 
 def comparison_view(index: int, compare: Compare, max_flips: int) -> dict[str, Any]:
-    from evalkit.comparison import ci_text, delta_text, fmt_p, value_text
+    from evalkit.compare.render import ci_text, delta_text, fmt_p, value_text
 
     comp = compare.comparison
     rows = [{"task": r.task, "metric": r.metric, "family": family(r.task),
@@ -197,7 +197,8 @@ def comparison_view(index: int, compare: Compare, max_flips: int) -> dict[str, A
         "forest": plots.forest(forest_rows, f"cmp{index}-forest") if forest_rows else "",
         "n_forest": sum(1 for r in comp.rows if r.delta is not None),
         "forgetting": [r for r in rows if r["family"] == "forgetting"],
-        "recovery": comp.recovery, "finetunebench": dict(ftb), "tuco": comp.tuco,
+        "recovery": [r.model_dump() for r in comp.recovery],
+        "finetunebench": dict(ftb), "tuco": comp.tuco,
         "notes": comp.notes, "flips": payload, "n_flips": len(compare.flips),
         "flips_left": left, "tasks": sorted({f.task for f in compare.flips}),
     }
@@ -292,7 +293,7 @@ def _md_cell(text: Any) -> str:
 
 def build_markdown(inputs: Inputs, limit: int = MD_LIMIT) -> str:
     """The summary for a PR comment; flipped items are cut to fit ``limit``, with a count."""
-    from evalkit.comparison import ci_text, delta_text, fmt_p, value_text
+    from evalkit.compare.render import ci_text, delta_text, fmt_p, value_text
 
     head = ["# evalkit report", ""]
     board = leaderboard(inputs)

@@ -97,7 +97,7 @@ def _finetune(root: Path) -> Path:
 
 
 def make_inputs(root: Path, n_items: int = N_ITEMS) -> Inputs:
-    from evalkit.comparison import compare_paths, write_comparison
+    from evalkit.compare import compare_paths, write_comparison
     from evalkit.testing import make_run_folder
 
     rnd = random.Random(0)

@@ -75,7 +75,7 @@ def test_a_hand_edited_record_is_refused(tmp_path):
 
 
 def test_a_compare_folder_publishes_its_runs_and_its_verdicts(tmp_path):
-    from evalkit.comparison import compare_paths, write_comparison
+    from evalkit.compare import compare_paths, write_comparison
 
     make_run_folder(tmp_path / "b/gsm8k", {str(i): float(i % 2) for i in range(20)},
                     task="gsm8k", checkpoint="base")
@@ -94,7 +94,7 @@ def test_a_compare_folder_publishes_its_runs_and_its_verdicts(tmp_path):
 
 
 def test_markdown_truncates_flips_with_a_count(tmp_path):
-    from evalkit.comparison import compare_paths, write_comparison
+    from evalkit.compare import compare_paths, write_comparison
     from evalkit.report.collect import collect
     from evalkit.report.render import build_markdown
 
@@ -146,7 +146,7 @@ def test_code_flips_carry_sandbox_status_and_stderr(tmp_path):
     import base64
     import gzip
 
-    from evalkit.comparison import compare_paths, write_comparison
+    from evalkit.compare import compare_paths, write_comparison
     from evalkit.report.collect import collect
     from evalkit.report.render import _flip_payload
 
