@@ -81,6 +81,7 @@ def compare(
     tuco: Annotated[bool, typer.Option(
         "--tuco", help="Also report each task's mean TuCo (tuning contribution, transformers).")
     ] = False,
+    publish: o.Publish = None,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired CI (Newcombe for 0/1 items, else
     bootstrap), McNemar/permutation test,
@@ -165,6 +166,10 @@ def compare(
     flipped = sum(len(t.flipped) for t in comparison.tasks)
     console.print(f"{flipped} flipped item(s) with both completions: {md_path}\n"
                   f"comparison: {json_path}")
+    if publish is not None:
+        from evalkit.cli.report import print_published, publish_paths
+
+        print_published(publish_paths([json_path.parent], publish))
 
 
 def _gate_error(exc: Exception, junit: Path | None) -> Exception:

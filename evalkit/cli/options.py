@@ -55,6 +55,9 @@ Alpha = Annotated[float, typer.Option(help="Significance level (Holm-corrected a
                                       rich_help_panel=_STATS)]
 ResampleSeed = Annotated[int, typer.Option(help="Seed of the bootstrap/permutation resampling.",
                                            rich_help_panel=_STATS)]
+Publish = Annotated[Path | None, typer.Option(
+    "--publish", help="Also publish the finished runs (and the comparison) into this results "
+    "store, e.g. results/ (see `evalkit publish`).")]
 
 
 def split_csv(value: str | None) -> list[str]:

@@ -37,6 +37,7 @@ def run(
     base_url: o.BaseUrl = None,
     served_model_name: o.ServedModelName = None,
     judge: o.Judge = None,
+    publish: o.Publish = None,
 ) -> None:
     """Run tasks on one checkpoint and write a run folder per task.
 
@@ -79,6 +80,10 @@ def run(
         judge_runs(folders, judge, options)
     for folder in folders:
         print_run_summary(folder)
+    if publish is not None:
+        from evalkit.cli.report import print_published, publish_paths
+
+        print_published(publish_paths(folders, publish))
 
 
 def _checkpoint(spec: str, backend: str, base_url: str | None):

@@ -79,6 +79,7 @@ class RunHeader(BaseModel):
     limit: int | None = None
     data_dir: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
+    hardware: dict[str, Any] | None = None  # machine, platform, cpus, gpu (results store)
     timings: dict[str, Any] = Field(default_factory=dict)
     counts: dict[str, int] = Field(default_factory=dict)
     judge: dict[str, Any] | None = None  # added by ``--judge`` (evalkit.run.judge)
@@ -179,6 +180,16 @@ def read_header(folder: Path) -> RunHeader:
         raise EvalkitError(f"{folder}: malformed {RUN_JSON} ({_first_error(exc)})") from None
 
 
+def read_metrics(folder: Path) -> MetricsFile:
+    """``metrics.json`` of a run folder, without reading its samples."""
+    raw = _read_json(folder / METRICS_JSON)
+    _check_version(folder, raw)
+    try:
+        return MetricsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise EvalkitError(f"{folder}: malformed {METRICS_JSON} ({_first_error(exc)})") from None
+
+
 def write_header(folder: Path, header: RunHeader) -> None:
     write_text_atomic(folder / RUN_JSON, header.model_dump_json(indent=2) + "\n")
 
@@ -253,10 +264,5 @@ def load_run(path: str | Path) -> Run:
         raise EvalkitError(f"{folder} is not a finished run ({state}); rerun the same "
                            "`evalkit run` command to finish it")
     header = read_header(folder)
-    raw_metrics = _read_json(folder / METRICS_JSON)
-    _check_version(folder, raw_metrics)
-    try:
-        metrics = MetricsFile.model_validate(raw_metrics)
-    except ValidationError as exc:
-        raise EvalkitError(f"{folder}: malformed {METRICS_JSON} ({_first_error(exc)})") from None
+    metrics = read_metrics(folder)
     return Run(path=folder, header=header, samples=list(iter_samples(folder)), metrics=metrics)

