@@ -12,6 +12,7 @@ The format is documented in docs/run-format.md. The rules that make runs safe to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,10 +28,18 @@ SCHEMA_VERSION = 1
 
 def write_json_atomic(path: Path, obj: object) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run's files share its mode
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, default=str)
         f.write("\n")
     os.replace(tmp, path)
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def read_json(path: Path) -> dict:

@@ -3,7 +3,9 @@ evalkit.gate; this module only parses, calls and prints)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +29,14 @@ def _console():
     console = Console()
     # Piped into a CI log, rich assumes 80 columns and squashes the table; logs have room.
     return console if console.is_terminal else Console(width=180)
+
+
+def _same(base: str, tuned: str) -> bool:
+    """The same checkpoint or run folder, however spelled (./x, x/, an absolute path)."""
+    if base == tuned:
+        return True
+    a, b = Path(base).expanduser(), Path(tuned).expanduser()
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
 def _slug(text: str) -> str:
@@ -84,6 +94,9 @@ def compare(
     tuco: Annotated[bool, typer.Option(
         "--tuco", help="Also report each task's mean TuCo (tuning contribution, transformers).")
     ] = False,
+    allow_same: Annotated[bool, typer.Option(
+        "--allow-same", help="Compare BASE with itself (e.g. to see the noise floor).")
+    ] = False,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
     Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
@@ -103,6 +116,11 @@ def compare(
     stats_options = {"alpha": alpha, "confidence": confidence, "resamples": resamples,
                      "seed": seed, "continuous_test": continuous_test}
     check_stats_options(**stats_options)
+    if _same(base, tuned):
+        if not allow_same:
+            raise EvalkitError(f"BASE and TUNED are the same ({base}): every Δ would be 0; "
+                               "pass --allow-same to compare it with itself anyway")
+        print(f"warning: comparing {base} with itself (--allow-same)", file=sys.stderr)
     task_names = _task_list(tasks)
     suite_limits: dict[str, int] = {}
     if task_names:  # a suite name stands for its tasks (and their default limits)
@@ -144,6 +162,10 @@ def compare(
                              backend_options=backend_options(backend, tensor_parallel_size,
                                                              None, dtype, batch_size, None, None))
         out = out or Path("out") / "compare" / f"{_slug(base)}-vs-{_slug(tuned)}"
+        from evalkit.paths import writable_folder
+
+        writable_folder(runs_dir, "--runs-dir")  # before hours of generation, not after
+        writable_folder(out, "--out")
         comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
                                          tuco=tuco, **stats_options)
         json_path, md_path = out / "comparison.json", out / "comparison.md"
@@ -194,22 +216,26 @@ def check(
     try:
         result = gate.run_gate(candidate, baseline, max_drop=max_drop, alpha=alpha,
                                tasks=_task_list(tasks), seed=seed)
-    except EvalkitError as exc:
-        if junit is not None:  # CI still shows why the gate broke
-            gate.write_junit(" ".join(str(exc).split()), junit)
-        raise
-    console.print(gate.gate_table(result))
-    for note in result.comparison.notes:
-        console.print(f"[yellow]note:[/] {note}")
-    for row in result.failed:
-        console.print(f"[bold red]FAIL[/] {row.message}", highlight=False)
-    for row in result.untested:
-        console.print(f"[yellow]UNTESTED[/] {row.message}", highlight=False)
-    if junit is not None:
-        gate.write_junit(result, junit)
-    if markdown is not None:
-        markdown.parent.mkdir(parents=True, exist_ok=True)
-        markdown.write_text(gate.gate_markdown(result), encoding="utf-8")
+        console.print(gate.gate_table(result))
+        for note in result.comparison.notes:
+            console.print(f"[yellow]note:[/] {note}")
+        for row in result.failed:
+            console.print(f"[bold red]FAIL[/] {row.message}", highlight=False)
+        for row in result.untested:
+            console.print(f"[yellow]UNTESTED[/] {row.message}", highlight=False)
+        if junit is not None:
+            gate.write_junit(result, junit)
+        if markdown is not None:
+            markdown.parent.mkdir(parents=True, exist_ok=True)
+            markdown.write_text(gate.gate_markdown(result), encoding="utf-8")
+    except (EvalkitError, OSError) as exc:  # exit 2, never 1: 1 means "regression"
+        from evalkit.cli.exits import error_message
+
+        message = error_message(exc)
+        if junit is not None:  # CI still shows why the gate broke, if the JUnit path can
+            with contextlib.suppress(OSError):
+                gate.write_junit(message, junit)
+        raise EvalkitError(message) from None
     verdicts = {0: "[green]passed[/]", 1: "[bold red]regression[/]",
                 2: "[yellow]could not decide[/]"}
     console.print(f"evalkit check: {verdicts[result.exit_code]}")

@@ -32,7 +32,8 @@ def run_file(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON "
                                                          "object.")] = False,
 ) -> None:
-    """Run one Python file in the sandbox and print its result (status, output, times)."""
+    """Run one Python file in the sandbox and print its result (status, output, times).
+    Exits 0 when the program passed (ran to its end), 1 when it did not."""
     from evalkit.sandbox import Limits, get_sandbox
 
     try:
@@ -50,7 +51,7 @@ def run_file(
         result = sandbox.run(source, limits)
     if as_json:
         print(json.dumps({"backend": backend, **result.to_dict()}))
-        return
+        raise typer.Exit(0 if result.passed else 1)
     from rich.console import Console
 
     console = Console()
@@ -61,6 +62,7 @@ def run_file(
         if text:
             console.rule(name)
             console.out(text.rstrip("\n"), highlight=False)
+    raise typer.Exit(0 if result.passed else 1)
 
 
 @sandbox_app.command()
