@@ -79,6 +79,10 @@ class LazyBackend(Backend):
 
     def start(self) -> Backend:
         if self.real is None:
+            if self.name == "vllm":  # refuse what vLLM would refuse, before its slow start
+                from evalkit.models.vllm import check_engine_options
+
+                check_engine_options(self.checkpoint, **self.run_options.backend_options)
             extra = f" + {len(self.adapters)} adapter(s)" if self.adapters else ""
             console.print(f"[bold]starting {self.name}[/bold] engine for "
                           f"{self.checkpoint.spec}{extra}")
@@ -176,11 +180,12 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
     with contextlib.ExitStack() as stack:
         if backend is None:
             backend = stack.enter_context(open_backend(checkpoint, options))
-        if misses and isinstance(backend, LazyBackend):
-            backend.start()  # before the folder exists: a model that fails to load leaves nothing
-        # The sandbox too: one that cannot start (--sandbox chroot) leaves no "running" folder.
+        # Before the folder exists: a sandbox that cannot start (--sandbox chroot) or a model
+        # that fails to load leaves no "running" folder. The sandbox first: it fails in a second.
         sandbox = stack.enter_context(_sandbox(task, options)) if task.scorer.needs_sandbox \
             else None
+        if misses and isinstance(backend, LazyBackend):
+            backend.start()
         header = _header(task, checkpoint, backend, options, gen, run_key, chat_hash, len(docs))
         writer = RunWriter.open(folder, header)
         stack.callback(writer.close)

