@@ -46,11 +46,8 @@ class VLLMBackend(Backend):
     guard: EngineGuard | None = None
 
     def __post_init__(self) -> None:
-        if self.lora_ids:  # run.json says how this engine scores loglikelihoods
-            how = {"vllm": "next-token logprobs; rolling windows scored by transformers",
-                   "transformers": "scored by transformers on the same weights"}
-            self.options = {**self.options,
-                            "lora_loglikelihood": how[self.lora_loglikelihood]}
+        if self.lora_ids:  # run.json says how this engine scores loglikelihoods (docs/probes.md)
+            self.options = {**self.options, "lora_loglikelihood": self.lora_loglikelihood}
 
     @classmethod
     def start(cls, checkpoint: Checkpoint, adapters: Sequence[Checkpoint] = (), *,
