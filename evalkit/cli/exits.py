@@ -25,6 +25,7 @@ from collections.abc import Callable
 INTERRUPTED = "interrupted; resume with the same command"
 _UNWIND_S = 60.0  # longest a clean shutdown may take after a signal (engine shutdown + files)
 
+_QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
 _received: int | None = None
 
 
@@ -71,15 +72,27 @@ def error_message(exc: BaseException) -> str:
 
 def run_command(app: Callable[[], object]) -> None:
     """Run the typer app and end the process the documented way."""
-    from evalkit.errors import EvalkitError
-
+    saved = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM),
+             sys.unraisablehook)  # put back on return: main() may run in-process (tests)
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     sys.unraisablehook = _unraisable
     # multiprocessing's resource tracker (started by the engine, with this process's -W
     # options) unlinks the shared memory an interrupted engine could not, then warns that it
     # did: the clean-up stays, the warning goes.
-    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
+    if _QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(_QUIET_TRACKER)
+    try:
+        _run(app)
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+        sys.unraisablehook = saved[2]
+
+
+def _run(app: Callable[[], object]) -> None:
+    from evalkit.errors import EvalkitError
+
     try:
         app()
     except SystemExit as exc:

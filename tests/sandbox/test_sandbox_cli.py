@@ -41,7 +41,7 @@ def test_run_without_json_prints_a_summary(tmp_path):
     program = tmp_path / "prog.py"
     program.write_text("assert 1 == 2, 'nope'\n")
     done = evalkit("sandbox", "run", str(program))
-    assert done.returncode == 0
+    assert done.returncode == 1  # the program did not pass
     assert "failed" in done.stdout and "AssertionError: nope" in done.stdout
 
 
