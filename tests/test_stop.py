@@ -90,7 +90,7 @@ def _engine_up(proc: subprocess.Popen) -> bool:
     return any(is_engine(p) for p in _tree(proc.pid))
 
 
-def _wait(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+def _wait(proc: subprocess.Popen, ready, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, f"evalkit ended too soon:\n{proc.stderr.read()}"
