@@ -11,8 +11,8 @@ import pytest
 from test_cli_errors import assert_clean_error, evalkit
 
 from evalkit.checkpoints import resolve
-from evalkit.runner import RunOptions, run_task
-from evalkit.store import load_run
+from evalkit.run.runner import RunOptions, run_task
+from evalkit.run.format import load_run
 
 
 @pytest.fixture(scope="module")

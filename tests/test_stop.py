@@ -24,7 +24,7 @@ from test_tasks import write_data, write_task
 from tiny_models import make_tiny_llama
 
 from evalkit.cli.exits import INTERRUPTED
-from evalkit.store import load_run
+from evalkit.run.format import load_run
 
 pytestmark = pytest.mark.slow
 
