@@ -11,8 +11,8 @@ import pytest
 from test_cli_errors import assert_clean_error, evalkit
 
 from evalkit.checkpoints import resolve
-from evalkit.run.runner import RunOptions, run_task
 from evalkit.run.format import load_run
+from evalkit.run.runner import RunOptions, run_task
 
 
 @pytest.fixture(scope="module")
@@ -103,12 +103,12 @@ def test_a_smaller_limit_into_the_same_folder_is_refused(tmp_path, tiny_llama):
     (folder,) = out.glob("gsm8k/*")
     refused = run("3")
     assert refused.returncode == 2 and "outside this selection" in refused.stderr
-    _, samples, metrics = load_run(folder)  # untouched
-    assert len(samples) == 5 and metrics["metrics"]["exact_match,strict-match"]["n"] == 5
+    held = load_run(folder)  # untouched
+    assert len(held.samples) == 5 and held.metrics.metrics["exact_match,strict-match"].n == 5
     assert run("6").returncode == 0  # extending resumes: one more item
-    run_json, samples, metrics = load_run(folder)
-    assert run_json["limit"] == 6 and run_json["counts"]["resumed"] == 5
-    assert len(samples) == 6 and metrics["metrics"]["exact_match,strict-match"]["n"] == 6
+    held = load_run(folder)
+    assert held.header.limit == 6 and held.header.counts["resumed"] == 5
+    assert len(held.samples) == 6 and held.metrics.metrics["exact_match,strict-match"].n == 6
 
 
 def test_compare_with_itself_needs_allow_same(runs, tmp_path):

@@ -173,6 +173,6 @@ def test_stop(case, tmp_path, tiny, slow_code):
                               capture_output=True, text=True, timeout=300,
                               env={**os.environ, **env})
         assert done.returncode == 0, done.stderr
-        run, rows, _ = load_run(folder)
-        assert run["counts"]["cached"] == 2 and run["counts"]["generated"] == 0
-        assert len(rows) == 2
+        held = load_run(folder)
+        assert held.header.counts["cached"] == 2 and held.header.counts["generated"] == 0
+        assert len(held.samples) == 2
