@@ -66,6 +66,9 @@ def analyze(
     console = Console()
     base_ckpt, tuned_ckpt = resolve(base), resolve(tuned)
     out = out or Path("runs") / "analyze" / f"{tuned_ckpt.name}-vs-{base_ckpt.name}"
+    from evalkit.paths import writable_folder
+
+    writable_folder(out, "--out")
     if tuco:
         _tuco(base_ckpt, tuned_ckpt, task, prompts, limit, device, out, quiet, console)
         return
@@ -142,6 +145,9 @@ def edit(
                            "--graft-fraction")
     if lines_beta is not None and lines_alpha is None:
         raise EvalkitError("--lines-beta goes with --lines-alpha")
+    from evalkit.paths import writable_folder
+
+    writable_folder(out.absolute().parent, "the folder of --out")
     base_ckpt, tuned_ckpt = resolve(base), resolve(tuned)
     console = Console()
     if scale_intruders is not None:

@@ -4,6 +4,7 @@ calls and prints)."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +30,14 @@ def _console():
     console = Console()
     # Piped into a CI log, rich assumes 80 columns and squashes the table; logs have room.
     return console if console.is_terminal else Console(width=180)
+
+
+def _same(base: str, tuned: str) -> bool:
+    """The same checkpoint or run folder, however spelled (./x, x/, an absolute path)."""
+    if base == tuned:
+        return True
+    a, b = Path(base).expanduser(), Path(tuned).expanduser()
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
 def _slug(text: str) -> str:
@@ -82,6 +91,9 @@ def compare(
         "--tuco", help="Also report each task's mean TuCo (tuning contribution, transformers).")
     ] = False,
     publish: o.Publish = None,
+    allow_same: Annotated[bool, typer.Option(
+        "--allow-same", help="Compare BASE with itself (e.g. to see the noise floor).")
+    ] = False,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired CI (Newcombe for 0/1 items, else
     bootstrap), McNemar/permutation test,
@@ -104,6 +116,11 @@ def compare(
     stats_options = {"alpha": alpha, "confidence": confidence, "resamples": resamples,
                      "seed": resample_seed, "continuous_test": continuous_test}
     check_stats_options(**stats_options)
+    if _same(base, tuned):
+        if not allow_same:
+            raise EvalkitError(f"BASE and TUNED are the same ({base}): every Δ would be 0; "
+                               "pass --allow-same to compare it with itself anyway")
+        print(f"warning: comparing {base} with itself (--allow-same)", file=sys.stderr)
     task_names = _task_list(tasks)
     suite_limits: dict[str, int] = {}
     if task_names:  # a suite name stands for its tasks (and their default limits)
@@ -152,6 +169,10 @@ def compare(
                                  backend, tensor_parallel_size, max_model_len, dtype, batch_size,
                                  base_url, served_model_name))
         out = out or Path("out") / "compare" / f"{_slug(base)}-vs-{_slug(tuned)}"
+        from evalkit.paths import writable_folder
+
+        writable_folder(runs_dir, "--runs-dir")  # before hours of generation, not after
+        writable_folder(out, "--out")
         comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
                                          tuco=tuco, **stats_options)
         json_path, md_path = out / "comparison.json", out / "comparison.md"

@@ -80,6 +80,9 @@ def finetune(
         first = exc.errors()[0]
         field = "--" + str(first["loc"][0]).replace("_", "-")
         raise EvalkitError(f"{field}: {first['msg']}") from None
+    from evalkit.paths import writable_folder
+
+    writable_folder(Path(config.out).absolute().parent, "the folder of --out")
     run_finetune(config)
 
 

@@ -46,6 +46,7 @@ def run(
     Output: one folder per task under --out (default runs/TASK/MODEL-KEY/: run.json,
     samples.jsonl, metrics.json).
     """
+    from evalkit.errors import EvalkitError
     from evalkit.run.runner import RunOptions, open_backend, run_task
 
     options = RunOptions(
@@ -56,12 +57,16 @@ def run(
                                          batch_size, base_url, served_model_name),
     )
     options.validate()
+    from evalkit.paths import writable_folder
+
+    writable_folder(out, "--out")
     from evalkit.tasks.suites import expand_tasks
 
     if not split_csv(task):
-        from evalkit.errors import EvalkitError
-
-        raise EvalkitError("--tasks is required (e.g. --tasks gsm8k; `evalkit tasks` lists them)")
+        if task is None:
+            raise EvalkitError(
+                "--tasks is required (e.g. --tasks gsm8k; `evalkit tasks` lists them)")
+        raise EvalkitError(f"--task names no task ({task!r}); see `evalkit tasks`")
     tasks, suite_limits = expand_tasks(split_csv(task))  # a suite name stands for its tasks
     if limit is None:
         options.limits = suite_limits
@@ -149,28 +154,63 @@ def models() -> None:
 
 
 @app.command(name="tasks")
-def list_tasks_cmd() -> None:
-    """List the available tasks."""
+def list_tasks_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print tasks and suites as JSON.")
+                       ] = False,
+) -> None:
+    """List the available tasks and suites. Piped, one tab-separated line per task (full
+    names, for grep); a task file that does not load is one warning line, the rest still list."""
+    import json
+    import sys
+
+    from evalkit.errors import EvalkitError
+    from evalkit.tasks import list_tasks
+    from evalkit.tasks.spec import load_spec
+    from evalkit.tasks.suites import suites
+
+    tasks, problems = [], []
+    for name, path in list_tasks().items():
+        try:
+            spec = load_spec(path)
+        except EvalkitError as exc:
+            problems.append(str(exc))
+            continue
+        tasks.append({"name": name, "version": spec.version, "description": spec.description,
+                      "file": str(path)})
+    try:
+        found = suites()
+    except EvalkitError as exc:
+        problems.append(str(exc))
+        found = {}
+    groups = [{"name": name, "description": suite["description"], "tasks": suite["tasks"]}
+              for name, suite in found.items()]
+    for problem in problems:
+        print(f"warning: {' '.join(problem.split())}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"tasks": tasks, "suites": groups}, indent=1))
+        return
+    members = {g["name"]: ", ".join(t if n is None else f"{t} ({n})"
+                                    for t, n in g["tasks"].items()) for g in groups}
+    if not sys.stdout.isatty():
+        for t in tasks:
+            print(f"{t['name']}\t{t['version']}\t{t['description']}")
+        for g in groups:
+            print(f"{g['name']}\tsuite: {members[g['name']]}\t{g['description']}")
+        return
     from rich.console import Console
     from rich.table import Table
 
-    from evalkit.tasks import list_tasks
-    from evalkit.tasks.spec import load_spec
-
     table = Table(title="tasks")
-    for col in ("name", "version", "description"):
+    table.add_column("name", overflow="fold")  # squeeze the description, never cut a name
+    for col in ("version", "description"):
         table.add_column(col)
-    for name, path in list_tasks().items():
-        spec = load_spec(path)
-        table.add_row(name, spec.version, spec.description)
+    for t in tasks:
+        table.add_row(t["name"], t["version"], t["description"])
     Console().print(table)
-    from evalkit.tasks.suites import suites
-
     suite_table = Table(title="suites (--task NAME runs them all)")
-    for col in ("name", "tasks (default --limit)", "description"):
+    suite_table.add_column("name", overflow="fold")
+    for col in ("tasks (default --limit)", "description"):
         suite_table.add_column(col)
-    for name, suite in suites().items():
-        suite_table.add_row(name, ", ".join(t if n is None else f"{t} ({n})"
-                                            for t, n in suite["tasks"].items()),
-                            suite["description"])
+    for g in groups:
+        suite_table.add_row(g["name"], members[g["name"]], g["description"])
     Console().print(suite_table)

@@ -46,7 +46,8 @@ def run_file(
     allow_weaker_isolation: Annotated[bool, typer.Option(
         help="Run even where no cgroup can be made (warned).")] = False,
 ) -> None:
-    """Run one Python file in the sandbox and print its result (status, output, times)."""
+    """Run one Python file in the sandbox and print its result (status, output, times).
+    Exits 0 when the program passed (ran to its end), 1 when it did not."""
     from evalkit.sandbox import Limits, get_sandbox
 
     try:
@@ -65,7 +66,7 @@ def run_file(
         result = sandbox.run(source, limits)
     if as_json:
         print(json.dumps({"backend": backend, **result.to_dict()}))
-        return
+        raise typer.Exit(0 if result.passed else 1)
     from rich.console import Console
     from rich.markup import escape
 
@@ -81,6 +82,7 @@ def run_file(
         if text:
             console.rule(name)
             console.out(terminal_safe(text.rstrip("\n")), highlight=False)
+    raise typer.Exit(0 if result.passed else 1)
 
 
 @sandbox_app.command()

@@ -60,6 +60,8 @@ class RunOptions:
             raise EvalkitError(f"--n must be at least 1, got {self.n}")
         if self.temperature is not None and self.temperature < 0:
             raise EvalkitError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise EvalkitError(f"--max-tokens must be at least 1, got {self.max_tokens}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise EvalkitError(f"--top-p must be in (0, 1], got {self.top_p}")
 
@@ -75,6 +77,10 @@ class LazyBackend(Backend):
 
     def start(self) -> Backend:
         if self.real is None:
+            if self.name == "vllm":  # refuse what vLLM would refuse, before its slow start
+                from evalkit.models.vllm import check_engine_options
+
+                check_engine_options(self.checkpoint, **self.run_options.backend_options)
             extra = f" + {len(self.adapters)} adapter(s)" if self.adapters else ""
             console.print(f"[bold]starting {self.name}[/bold] engine for "
                           f"{self.checkpoint.spec}{extra}")
@@ -131,6 +137,7 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
     folder = Path(options.out_dir) / task.name / f"{_slug(checkpoint.name)}-{run_key[:10]}"
     done = {(s.doc_id, s.sample_idx) for s in repair_samples(folder)} \
         if (folder / "run.json").exists() else set()
+    _refuse_other_items(folder, done, docs)
 
     pending = []
     for doc, prompt in zip(docs, prompts, strict=True):
@@ -146,12 +153,14 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
             stack.callback(cache.close)
         if backend is None:
             backend = stack.enter_context(open_backend(checkpoint, options))
+        # Before the folder exists: a sandbox that cannot start (--sandbox chroot) or a model
+        # that fails to load leaves no "running" folder. The sandbox first: it fails in a second.
+        sandbox = stack.enter_context(_sandbox(options)) if task.scorer.needs_sandbox else None
         if execution.misses and isinstance(backend, LazyBackend):
-            backend.start()  # before the folder exists: a model that fails to load leaves nothing
+            backend.start()
         header = _header(task, checkpoint, backend, options, gen, run_key, chat_hash, len(docs))
         writer = RunWriter.open(folder, header)
         stack.callback(writer.close)
-        sandbox = stack.enter_context(_sandbox(options)) if task.scorer.needs_sandbox else None
         scorer = stack.enter_context(_Scoring(plan, writer, sandbox, options.workers))
         t0 = time.perf_counter()
         engine = backend
@@ -184,6 +193,18 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
             "weaker_isolation": getattr(sandbox, "weaker_isolation", None),
         })
     return folder
+
+
+def _refuse_other_items(folder: Path, done: set[tuple[str, int]], docs: list[Doc]) -> None:
+    """A folder's metrics must describe every sample in it (compare and check read them all):
+    resuming or extending a run is fine, shrinking it (--limit 5, then --limit 3) is not."""
+    extra = {doc_id for doc_id, _ in done} - {d.id for d in docs}
+    if extra:
+        held = len({doc_id for doc_id, _ in done})
+        raise EvalkitError(
+            f"{folder} already holds {held} items, {len(extra)} of them outside this "
+            f"selection of {len(docs)} (a smaller --limit?); its metrics would not describe its "
+            "samples. Use another --out, or remove that folder")
 
 
 class _Scoring:

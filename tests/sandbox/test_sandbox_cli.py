@@ -41,7 +41,7 @@ def test_run_without_json_prints_a_summary(tmp_path):
     program = tmp_path / "prog.py"
     program.write_text("assert 1 == 2, 'nope'\n")
     done = evalkit("sandbox", "run", str(program))
-    assert done.returncode == 0
+    assert done.returncode == 1  # the program did not pass
     assert "failed" in done.stdout and "AssertionError: nope" in done.stdout
 
 
@@ -57,7 +57,8 @@ def test_run_plain_output_shows_hostile_output_inert(tmp_path):
     program = tmp_path / "prog.py"
     program.write_text(HOSTILE_OUTPUT)
     done = evalkit("sandbox", "run", str(program))
-    assert done.returncode == 0, done.stderr  # "[/]" as the last stderr line used to crash it
+    # exit 1: the program did not pass (it exits 3); "[/]" as the last stderr line used to crash
+    assert done.returncode == 1, done.stderr
     assert not any(ch in done.stdout for ch in "\x1b\x07\u202e")
     assert "\\x1b[2J\\x1b]0;pwned title\\x07" in done.stdout  # shown, escaped
     assert "[bold]x[/bold]" in done.stdout and "[/]" in done.stdout  # markup shown as text
