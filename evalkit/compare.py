@@ -30,18 +30,20 @@ def _is_adapter_of(tuned: Any, base: Any) -> bool:
 
 def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], options: Any,
                         out: str | Path, judge: str | None = None, tuco: bool = False,
-                        **stats_options: Any) -> Comparison:
+                        config: str | None = None, **stats_options: Any) -> Comparison:
     """Run every task on both checkpoints and write ``comparison.json``/``.md`` into ``out``.
 
     ``options`` is an ``evalkit.runner.RunOptions``; ``stats_options`` go to ``compare_runs``
-    (alpha, confidence, resamples, seed, continuous_test).
+    (alpha, confidence, resamples, seed, continuous_test). ``config`` is the architecture of
+    state-dict files (``--config``); a bare TUNED state dict otherwise takes BASE's.
     """
     # Heavy imports (torch, vllm) stay behind these functions.
     from evalkit.checkpoints import resolve
     from evalkit.runner import open_backend, run_task
     from evalkit.tasks import load_task
 
-    base, tuned = resolve(base_spec), resolve(tuned_spec)
+    base = resolve(base_spec, config=config)
+    tuned = resolve(tuned_spec, config=config, fallback=base)
     options.validate()
     for task in tasks:  # every task and its data checked before any model loads
         load_task(task, options.data_dir).docs(options.limit)

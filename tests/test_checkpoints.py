@@ -41,7 +41,7 @@ def test_file_hash_is_cached_and_invalidated(tmp_path):
     (lambda p: p / "nope", "checkpoint not found"),
     (lambda p: (p / "empty").mkdir() or p / "empty", "not a model folder"),
     (lambda p: _no_weights(p), "no weights"),
-    (lambda p: _pickle_only(p), "pickle weights"),
+    (lambda p: _pickle_only(p), "truncated or not a PyTorch checkpoint"),
     (lambda p: _corrupt(p), "corrupt safetensors"),
     (lambda p: _file(p, "weights.txt"), "is a file"),
 ])

@@ -84,6 +84,11 @@ def compare(
     tuco: Annotated[bool, typer.Option(
         "--tuco", help="Also report each task's mean TuCo (tuning contribution, transformers).")
     ] = False,
+    # ckpt slice: local option, to move into evalkit/cli/options.py
+    config: Annotated[str | None, typer.Option(
+        help="Architecture + tokenizer of .ckpt/.pt/.pth/.bin state dicts: a model folder, hub "
+             "id or builtin:smollm2-135m [default: config.json beside the file; TUNED: BASE's]")
+    ] = None,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
     Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
@@ -119,8 +124,9 @@ def compare(
             if not is_run_source(value):
                 raise EvalkitError(f"--runs: {side} {value} is not a run folder, a folder of "
                                    "run folders or a comparison.json")
-        if any(v is not None for v in (limit, n, temperature, max_tokens, judge)) or tuco:
-            raise EvalkitError("--limit, --n, --temperature, --max-tokens, --judge and --tuco "
+        if any(v is not None for v in (limit, n, temperature, max_tokens, judge, config)) or tuco:
+            raise EvalkitError("--limit, --n, --temperature, --max-tokens, --judge, --config and "
+                               "--tuco "
                                "apply when running checkpoints; these run folders are already "
                                "finished")
         comparison = compare_paths(base, tuned, task_names, **stats_options)
@@ -145,7 +151,7 @@ def compare(
                                                              None, dtype, batch_size, None, None))
         out = out or Path("out") / "compare" / f"{_slug(base)}-vs-{_slug(tuned)}"
         comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
-                                         tuco=tuco, **stats_options)
+                                         tuco=tuco, config=config, **stats_options)
         json_path, md_path = out / "comparison.json", out / "comparison.md"
     console = _console()
     console.print(comparison_table(comparison))

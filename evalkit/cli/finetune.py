@@ -15,7 +15,8 @@ from evalkit.errors import EvalkitError
 @app.command()
 def finetune(
     base: Annotated[str, typer.Argument(
-        help="Checkpoint to tune: model folder, hub id, .gguf or builtin:smollm2-135m.")],
+        help="Checkpoint to tune: model folder, .ckpt/.pt state dict, hub id, .gguf or "
+             "builtin:smollm2-135m.")],
     data: Annotated[str, typer.Option(
         help="mbpp:train, gsm8k:train, finetunebench:fictional_people|latest_news|medical, "
              "or a .jsonl with prompt/completion or messages.")],
@@ -54,6 +55,11 @@ def finetune(
     ] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing output folder / unfinished run.")] = False,
+    # ckpt slice: local option, to move into evalkit/cli/options.py
+    base_config: Annotated[str | None, typer.Option(
+        "--config", help="Architecture + tokenizer of a .ckpt/.pt/.pth/.bin BASE: a model "
+                         "folder, hub id or builtin:smollm2-135m \\[default: config.json "
+                         "beside the file].")] = None,
 ) -> None:
     """Fine-tune BASE on --data and write a model folder (full, hft) or a PEFT adapter (lora).
 
@@ -68,7 +74,8 @@ def finetune(
     modules = [m for value in target_modules or [] for m in value.split(",") if m.strip()]
     try:
         config = FinetuneConfig(
-            base=base, data=data, method=method, out=out or _default_out(base, data, method),
+            base=base, base_config=base_config, data=data, method=method,
+            out=out or _default_out(base, data, method),
             rank=rank, alpha=alpha, rslora=rslora, lora_dropout=lora_dropout,
             target_modules=[m.strip() for m in modules] or None, hft_stage=hft_stage,
             epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,

@@ -17,7 +17,8 @@ def split_csv(value: str) -> list[str]:
 @app.command()
 def run(
     model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint: folder, adapter, "
-                                       ".gguf, hub id or builtin:smollm2-135m")],
+                                       ".gguf, .ckpt/.pt/.pth/.bin state dict, hub id or "
+                                       "builtin:smollm2-135m")],
     task: Annotated[str, typer.Option("--task", "-t", help="Task name(s), comma-separated")],
     limit: Annotated[int | None, typer.Option(help="Only the first N items")] = None,
     backend: Annotated[str, typer.Option(help="vllm | hf | openai")] = "vllm",
@@ -47,6 +48,10 @@ def run(
     judge: Annotated[str | None, typer.Option(
         help="Also grade answers with this checkpoint (tasks with a judge prompt: FineTuneBench)")
     ] = None,
+    # ckpt slice: local option, to move into evalkit/cli/options.py
+    config: Annotated[str | None, typer.Option(
+        help="Architecture + tokenizer of a .ckpt/.pt/.pth/.bin state dict: a model folder, hub "
+             "id or builtin:smollm2-135m [default: config.json beside the file]")] = None,
 ) -> None:
     """Run tasks on one checkpoint and write a run folder per task."""
     from evalkit.runner import RunOptions, open_backend, run_task
@@ -64,7 +69,7 @@ def run(
     tasks, suite_limits = expand_tasks(split_csv(task))  # a suite name stands for its tasks
     if limit is None:
         options.limits = suite_limits
-    checkpoint = _checkpoint(model, backend, base_url)
+    checkpoint = _checkpoint(model, backend, base_url, config)
     from evalkit.tasks import load_task
 
     for t in tasks:  # validate every task (and its data) before loading a model
@@ -94,14 +99,14 @@ def backend_options(backend: str, tp: int, max_model_len: int | None, dtype: str
     raise EvalkitError(f"unknown backend '{backend}' (choose vllm, hf or openai)")
 
 
-def _checkpoint(spec: str, backend: str, base_url: str | None):
+def _checkpoint(spec: str, backend: str, base_url: str | None, config: str | None = None):
     """Resolve the checkpoint; for a served model that is not local, fingerprint the server's
     model instead (results are then only as reproducible as the server)."""
     from evalkit.checkpoints import remote_checkpoint, resolve
     from evalkit.errors import EvalkitError
 
     try:
-        return resolve(spec)
+        return resolve(spec, config=config)
     except EvalkitError:
         if backend != "openai":
             raise
