@@ -197,7 +197,7 @@ def check_config(config_file: Path) -> None:
     try:
         AutoConfig.from_pretrained(config_file.parent)
     except Exception as exc:  # transformers raises many types on a bad field
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = " ".join(str(exc).split())[:240] or type(exc).__name__
         raise EvalkitError(f"{config_file} is not a valid {model_type} config: {reason}"
                            ) from None
 
@@ -308,7 +308,7 @@ def _load_config(folder: Path) -> Any:
     try:
         return AutoConfig.from_pretrained(folder)
     except Exception as exc:  # an unknown model_type, a field transformers rejects
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = " ".join(str(exc).split())[:240] or type(exc).__name__
         raise EvalkitError(f"cannot use {folder / 'config.json'} as an architecture: {reason}"
                            ) from None
 
