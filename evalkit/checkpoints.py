@@ -35,7 +35,7 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.paths import cache_dir
-from evalkit.statedict import STATE_DICT_SUFFIXES
+from evalkit.statedict import STATE_DICT_SUFFIXES, install
 
 # Files whose content changes what a model generates, besides the weights.
 _META_FILES = (
@@ -394,7 +394,7 @@ def _convert_pickled_adapter(path: Path, spec: str) -> Checkpoint:
             for f in path.iterdir():
                 if f.is_file() and f.suffix in (".json", ".jinja", ".model", ".txt"):
                     shutil.copyfile(f, tmp / f.name)
-            sd.install(tmp, dest)
+            install(tmp, dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -478,10 +478,7 @@ def convert_gguf(gguf_file: Path, dest: Path) -> None:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if dest.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, dest)
+        install(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

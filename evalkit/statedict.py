@@ -277,7 +277,8 @@ def write_model_folder(tensors: dict[str, Any], config_dir: Path | None, config:
     """Write ``dest`` atomically: model.safetensors, config.json (its dtype set to the weights'),
     the architecture folder's tokenizer files, and ``evalkit_conversion.json``."""
     dtype = dominant_dtype(tensors)
-    tmp = Path(tempfile.mkdtemp(dir=_ensure(dest.parent), prefix=f".{dest.name}."))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
         write_tensors(tensors, tmp / "model.safetensors")
         source = config_dir / "config.json" if config_dir is not None else None
@@ -306,8 +307,3 @@ def install(tmp: Path, dest: Path) -> None:
         shutil.rmtree(tmp)
     else:
         os.replace(tmp, dest)
-
-
-def _ensure(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -234,6 +234,16 @@ def test_bad_state_dicts_are_one_line_and_exit_2(tmp_path, tiny_llama, monkeypat
     assert not (tmp_path / "runs").exists()
 
 
+def test_malformed_config_is_refused_before_the_engine_starts(tmp_path, tiny_llama,
+                                                               monkeypatch, capsys):
+    folder = shutil.copytree(tiny_llama, tmp_path / "model")
+    (folder / "config.json").write_text('{"model_type": "llama", "hidden_size": 64,')
+    code, lines = _cli(monkeypatch, capsys, "run", "--model", str(folder), "--task", "gsm8k",
+                       "--limit", "1", "--backend", "vllm", "--out", str(tmp_path / "runs"))
+    assert code == 2 and lines == [lines[0]] and "config.json is not valid JSON" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
 # ----------------------------------------------------------- the embedded model's weights
 
 
@@ -270,3 +280,40 @@ def test_embedded_model_in_every_layout(embedded_layouts, builtin_model):
         model = AutoModelForCausalLM.from_pretrained(folder)
         outputs.append(model.generate(ids, max_new_tokens=16, do_sample=False)[0].tolist())
     assert outputs[0] == outputs[1]
+
+
+@pytest.mark.slow
+def test_compare_base_ckpt_tuned_ckpt_end_to_end(tmp_path, builtin_model):
+    """The README's first command: BASE saved with torch.save, TUNED a fine-tune saved by a
+    Lightning-style loop, through vLLM; the architecture from --config."""
+    import subprocess
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(builtin_model.path)
+    torch.save(model.state_dict(), tmp_path / "base.ckpt")
+    tokenizer = AutoTokenizer.from_pretrained(builtin_model.path)
+    batch = tokenizer(["Question: what is 12 + 30? Answer: 42."], return_tensors="pt")
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    optimizer.step()  # one real fine-tuning step
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": {"lr": 1e-3}, "epoch": 0}, tmp_path / "tuned.ckpt")
+    del model, optimizer
+    out = tmp_path / "cmp"
+    env = {**os.environ, "EVALKIT_CACHE_DIR": str(tmp_path / "cache")}  # 2 × 540 MB, removed
+    proc = subprocess.run(
+        [sys.executable, "-m", "evalkit", "compare", "base.ckpt", "tuned.ckpt",
+         "--config", str(builtin_model.path), "--tasks", "gsm8k", "--limit", "2",
+         "--max-tokens", "16", "--out", str(out), "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=1200, cwd=tmp_path, env=env)
+    shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "converted base.ckpt (plain state dict" in " ".join(proc.stderr.split())
+    assert "prefix 'model.' stripped" in " ".join(proc.stderr.split())
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("run.json")]
+    fingerprints = {r["checkpoint"]["spec"]: r["checkpoint"]["fingerprint"] for r in runs}
+    assert fingerprints["base.ckpt"] == builtin_model.fingerprint  # the same weights as stored
+    assert fingerprints["tuned.ckpt"] != builtin_model.fingerprint
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    assert {r["task"] for r in rows} == {"gsm8k"} and all(r["n_items"] == 2 for r in rows)
