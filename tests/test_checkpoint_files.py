@@ -169,11 +169,14 @@ def _cli(monkeypatch, capsys, *args):
 
     monkeypatch.setattr(sys, "argv", ["evalkit", *args])
     capsys.readouterr()  # drop what building the inputs printed
-    with pytest.raises(SystemExit) as exit_:
+    try:
         main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    return exit_.value.code, err.strip().splitlines()
+    return code, err.strip().splitlines()
 
 
 def _mismatched(tmp_path, tiny_llama):
@@ -242,6 +245,38 @@ def test_malformed_config_is_refused_before_the_engine_starts(tmp_path, tiny_lla
                        "--limit", "1", "--backend", "vllm", "--out", str(tmp_path / "runs"))
     assert code == 2 and lines == [lines[0]] and "config.json is not valid JSON" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_analyze_and_finetune_take_state_dicts(tmp_path, tiny_llama, monkeypatch, capsys):
+    """analyze: BASE's architecture is beside it, TUNED (elsewhere) borrows BASE's; finetune:
+    a .pt BASE with --config, and the adapter it writes finds that base again."""
+    (tmp_path / "b").mkdir()
+    (tmp_path / "t").mkdir()
+    sd = _state_dict(tiny_llama)
+    torch.save(sd, tmp_path / "b/base.pt")
+    for f in tiny_llama.iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copy(f, tmp_path / "b" / f.name)
+    torch.save({"state_dict": {f"model.{k}": v * 1.01 for k, v in sd.items()}},
+               tmp_path / "t/tuned.ckpt")
+    code, lines = _cli(monkeypatch, capsys, "analyze", str(tmp_path / "b/base.pt"),
+                       str(tmp_path / "t/tuned.ckpt"), "--spectra-only", "--quiet",
+                       "--out", str(tmp_path / "analysis"))
+    assert code == 0, lines
+    assert any((tmp_path / "analysis").iterdir())
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}?", "completion": f" A{i}."}) + "\n"
+                            for i in range(4)))
+    code, lines = _cli(monkeypatch, capsys, "finetune", str(tmp_path / "t/tuned.ckpt"),
+                       "--config", str(tiny_llama), "--data", str(data), "--method", "lora",
+                       "--rank", "2", "--epochs", "1", "--batch-size", "4",
+                       "--out", str(tmp_path / "lora"))
+    assert code == 0, lines
+    adapter = resolve(tmp_path / "lora")
+    assert adapter.kind == "adapter" and adapter.base.source == "state-dict"
+    assert adapter.base.fingerprint == resolve(tmp_path / "t/tuned.ckpt",
+                                               config=str(tiny_llama)).fingerprint
 
 
 # ----------------------------------------------------------- the embedded model's weights
