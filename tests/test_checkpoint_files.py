@@ -337,12 +337,22 @@ def test_compare_base_ckpt_tuned_ckpt_end_to_end(tmp_path, builtin_model):
     del model, optimizer
     out = tmp_path / "cmp"
     env = {**os.environ, "EVALKIT_CACHE_DIR": str(tmp_path / "cache")}  # 2 × 540 MB, removed
-    proc = subprocess.run(
+    # Its own session: on a timeout the whole group goes, vLLM engine processes included.
+    child = subprocess.Popen(
         [sys.executable, "-m", "evalkit", "compare", "base.ckpt", "tuned.ckpt",
          "--config", str(builtin_model.path), "--tasks", "gsm8k", "--limit", "2",
          "--max-tokens", "16", "--out", str(out), "--runs-dir", str(tmp_path / "runs")],
-        capture_output=True, text=True, timeout=1200, cwd=tmp_path, env=env)
-    shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+        start_new_session=True)
+    try:
+        stdout, stderr = child.communicate(timeout=1800)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, 9)
+        stdout, stderr = child.communicate()
+        pytest.fail(f"compare timed out; stderr tail: {stderr[-2000:]}")
+    finally:
+        shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+    proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "converted base.ckpt (plain state dict" in " ".join(proc.stderr.split())
     assert "prefix 'model.' stripped" in " ".join(proc.stderr.split())
