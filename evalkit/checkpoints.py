@@ -16,8 +16,11 @@ Accepted specs:
 
 The fingerprint (``evalkit.fingerprints``) hashes the config, tokenizer files and every weight
 file. GGUF dequantization lives in ``evalkit.gguf_convert``, state-dict mapping and writing in
-``evalkit.statedict``; this module (~450 lines, one section per kind) decides which applies.
+``evalkit.statedict``; this module decides which applies.
 """
+# size: one dispatcher over the kinds of spec (folder, adapter, state dict, pickle folder, GGUF,
+# builtin, hub, served model), one short section each; the sections share Checkpoint and
+# _resolve_folder, so splitting them apart would only add imports back into this module.
 
 from __future__ import annotations
 

