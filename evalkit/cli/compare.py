@@ -94,6 +94,7 @@ def compare(
     allow_same: Annotated[bool, typer.Option(
         "--allow-same", help="Compare BASE with itself (e.g. to see the noise floor).")
     ] = False,
+    config: o.StateDictConfig = None,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired CI (Newcombe for 0/1 items, else
     bootstrap), McNemar/permutation test,
@@ -137,8 +138,10 @@ def compare(
             if not is_run_source(value):
                 raise EvalkitError(f"--runs: {side} {value} is not a run folder, a folder of "
                                    "run folders or a comparison.json")
-        if any(v is not None for v in (limit, n, temperature, top_p, max_tokens, judge)) or tuco:
-            raise EvalkitError("--limit, --n, --temperature, --top-p, --max-tokens, --judge and "
+        if any(v is not None for v in (limit, n, temperature, top_p, max_tokens, judge, config)
+               ) or tuco:
+            raise EvalkitError("--limit, --n, --temperature, --top-p, --max-tokens, --judge, "
+                               "--config and "
                                "--tuco "
                                "apply when running checkpoints; these run folders are already "
                                "finished")
@@ -174,7 +177,7 @@ def compare(
         writable_folder(runs_dir, "--runs-dir")  # before hours of generation, not after
         writable_folder(out, "--out")
         comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
-                                         tuco=tuco, **stats_options)
+                                         tuco=tuco, config=config, **stats_options)
         json_path, md_path = out / "comparison.json", out / "comparison.md"
     console = _console()
     console.print(comparison_table(comparison))

@@ -49,6 +49,10 @@ BaseUrl = Annotated[str | None, typer.Option(help="openai backend: server URL (â
 ServedModelName = Annotated[str | None, typer.Option(
     help="openai backend: the model name the server knows [default: the checkpoint's].",
     rich_help_panel=_ENGINE)]
+StateDictConfig = Annotated[str | None, typer.Option(
+    "--config", help="Architecture + tokenizer of .ckpt/.pt/.pth/.bin state dicts: a model folder, "
+    "hub id or builtin:smollm2-135m [default: config.json beside the file; compare/analyze/edit: "
+    "TUNED takes BASE's].")]
 Judge = Annotated[str | None, typer.Option(
     help="Also grade answers with this checkpoint (tasks with a judge prompt: FineTuneBench).")]
 Alpha = Annotated[float, typer.Option(help="Significance level (Holm-corrected across rows).",

@@ -15,7 +15,8 @@ from evalkit.cli.options import backend_options, split_csv
 @app.command()
 def run(
     model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint: folder, adapter, "
-                                       ".gguf, hub id or builtin:smollm2-135m")],
+                                       ".gguf, .ckpt/.pt/.pth/.bin state dict, hub id or "
+                                       "builtin:smollm2-135m")],
     task: o.Tasks = None,
     limit: o.Limit = None,
     backend: o.Backend = "vllm",
@@ -38,6 +39,7 @@ def run(
     served_model_name: o.ServedModelName = None,
     judge: o.Judge = None,
     publish: o.Publish = None,
+    config: o.StateDictConfig = None,
 ) -> None:
     """Run tasks on one checkpoint and write a run folder per task.
 
@@ -70,7 +72,7 @@ def run(
     tasks, suite_limits = expand_tasks(split_csv(task))  # a suite name stands for its tasks
     if limit is None:
         options.limits = suite_limits
-    checkpoint = _checkpoint(model, backend, base_url)
+    checkpoint = _checkpoint(model, backend, base_url, config)
     from evalkit.tasks import load_task
 
     for t in tasks:  # validate every task (and its data) before loading a model
@@ -91,14 +93,14 @@ def run(
         print_published(publish_paths(folders, publish))
 
 
-def _checkpoint(spec: str, backend: str, base_url: str | None):
+def _checkpoint(spec: str, backend: str, base_url: str | None, config: str | None = None):
     """Resolve the checkpoint; for a served model that is not local, fingerprint the server's
     model instead (results are then only as reproducible as the server)."""
     from evalkit.checkpoints import remote_checkpoint, resolve
     from evalkit.errors import EvalkitError
 
     try:
-        return resolve(spec)
+        return resolve(spec, config=config)
     except EvalkitError:
         if backend != "openai":
             raise

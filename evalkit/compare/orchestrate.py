@@ -34,27 +34,29 @@ def _is_adapter_of(tuned: Any, base: Any) -> bool:
 
 def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], options: Any,
                         out: str | Path, judge: str | None = None, tuco: bool = False,
-                        **stats_options: Any) -> Comparison:
+                        config: str | None = None, **stats_options: Any) -> Comparison:
     """Run every task on both checkpoints and write ``comparison.json``/``.md`` into ``out``.
 
     ``options`` is an ``evalkit.run.runner.RunOptions``; ``stats_options`` go to ``compare_runs``
-    (alpha, confidence, resamples, seed, continuous_test).
+    (alpha, confidence, resamples, seed, continuous_test). ``config`` is the architecture of
+    state-dict files (``--config``); a bare TUNED state dict otherwise takes BASE's.
     """
     # Heavy imports (torch, vllm) stay behind these functions.
     from evalkit.checkpoints import remote_checkpoint, resolve
     from evalkit.run.runner import open_backend, run_task
     from evalkit.tasks import load_task
 
-    def side(spec: str) -> Any:
+    def side(spec: str, fallback: Any = None) -> Any:
         try:
-            return resolve(spec)
+            return resolve(spec, config=config, fallback=fallback)
         except EvalkitError:
             if options.backend != "openai":
                 raise
         # A model only the server has: fingerprinted by server and name (evalkit run does too).
         return remote_checkpoint(spec, options.backend_options.get("base_url") or "")
 
-    base, tuned = side(base_spec), side(tuned_spec)
+    base = side(base_spec)
+    tuned = side(tuned_spec, fallback=base)
     options.validate()
     for task in tasks:  # every task and its data checked before any model loads
         load_task(task, options.data_dir).docs(options.limit)
