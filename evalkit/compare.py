@@ -39,12 +39,12 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
     # Heavy imports (torch, vllm) stay behind these functions.
     from evalkit.checkpoints import resolve
     from evalkit.runner import open_backend, run_task
-    from evalkit.tasks import load_task
+    from evalkit.tasks import check_task
 
     base, tuned = resolve(base_spec), resolve(tuned_spec)
     options.validate()
     for task in tasks:  # every task and its data checked before any model loads
-        load_task(task, options.data_dir).docs(options.limit)
+        check_task(task, options.data_dir, options.limits.get(task, options.limit))
     folders: dict[str, list[Path]] = {t: [] for t in tasks}
     if _is_adapter_of(tuned, base):
         # One engine for both: the base weights load once; the adapter is a LoRA request.

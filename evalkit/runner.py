@@ -126,6 +126,12 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
              backend: Backend | None = None) -> Path:
     """Run (or resume, or reuse) one task; returns the finished run folder."""
     options.validate()
+    if task_name.startswith("lm_eval:"):  # lm-eval drives its own tasks (evalkit.lm_eval_run)
+        from evalkit.lm_eval_run import run_lm_eval_task
+
+        with open_backend(checkpoint, options) if backend is None else \
+                contextlib.nullcontext(backend) as engine:
+            return run_lm_eval_task(checkpoint, task_name, options, engine)
     task = load_task(task_name, options.data_dir)
     docs = task.docs(options.limits.get(task.name, options.limit))
     loglikelihood = task.spec.output_type != "generate_until"

@@ -84,10 +84,13 @@ def compare(
     tuco: Annotated[bool, typer.Option(
         "--tuco", help="Also report each task's mean TuCo (tuning contribution, transformers).")
     ] = False,
+    lm_eval_include: Annotated[str | None, typer.Option(
+        help="Folder(s) of lm-eval task YAMLs for lm_eval:NAME tasks (local data).")] = None,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
     Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
     `evalkit check`."""
+    from evalkit.cli.run import set_lm_eval_include
     from evalkit.comparison import (
         check_stats_options,
         compare_paths,
@@ -97,6 +100,7 @@ def compare(
     )
     from evalkit.errors import EvalkitError
 
+    set_lm_eval_include(lm_eval_include)
     if continuous_test not in ("permutation", "wilcoxon"):
         raise EvalkitError(f"--continuous-test must be permutation or wilcoxon, "
                            f"not {continuous_test!r}")

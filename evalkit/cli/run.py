@@ -47,9 +47,13 @@ def run(
     judge: Annotated[str | None, typer.Option(
         help="Also grade answers with this checkpoint (tasks with a judge prompt: FineTuneBench)")
     ] = None,
+    lm_eval_include: Annotated[str | None, typer.Option(
+        help="Folder(s) of lm-eval task YAMLs for lm_eval:NAME tasks (local data)")] = None,
 ) -> None:
     """Run tasks on one checkpoint and write a run folder per task."""
     from evalkit.runner import RunOptions, open_backend, run_task
+
+    set_lm_eval_include(lm_eval_include)
 
     options = RunOptions(
         backend=backend, limit=limit, n=n, temperature=temperature, top_p=top_p,
@@ -65,10 +69,10 @@ def run(
     if limit is None:
         options.limits = suite_limits
     checkpoint = _checkpoint(model, backend, base_url)
-    from evalkit.tasks import load_task
+    from evalkit.tasks import check_task
 
     for t in tasks:  # validate every task (and its data) before loading a model
-        load_task(t, data_dir).docs(options.limits.get(t, limit))
+        check_task(t, data_dir, options.limits.get(t, limit))
     folders = []
     with open_backend(checkpoint, options) as engine:
         for t in tasks:
@@ -79,6 +83,17 @@ def run(
         judge_runs(folders, judge, options)
     for folder in folders:
         print_run_summary(folder)
+
+
+def set_lm_eval_include(paths: str | None) -> None:
+    """--lm-eval-include: lm_eval:NAME tasks also come from these folders (os.pathsep list)."""
+    if paths:
+        import os
+
+        from evalkit.tasks.lm_eval import INCLUDE_ENV
+
+        os.environ[INCLUDE_ENV] = os.pathsep.join(str(Path(p).resolve())
+                                                  for p in paths.split(os.pathsep) if p)
 
 
 def backend_options(backend: str, tp: int, max_model_len: int | None, dtype: str,
