@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from evalkit.errors import EvalkitError
 from evalkit.store import SCHEMA_VERSION, RunWriter
 
 LM_EVAL_MAJOR = "0.4"
@@ -152,3 +153,200 @@ def write_run(folder: Path, header: dict, results: dict, task: str, samples: lis
     finally:
         writer.close()
     return folder
+
+
+# ------------------------------------------------------------------------------ import
+
+
+def import_output_dir(output_dir: Path, out: Path) -> list[Path]:
+    """lm-eval 0.4 output (``results_*.json`` + ``samples_<task>_*.jsonl``, written with
+    ``--log_samples``) -> one evalkit run folder per task."""
+    from evalkit.store import content_key, read_json
+    from evalkit.tasks.lm_eval import (
+        PREFIX,
+        config_hash,
+        generation_settings,
+        prompt_template_hash,
+    )
+
+    if not output_dir.is_dir():
+        raise EvalkitError(f"{output_dir} is not a folder")
+    results_files = sorted(output_dir.rglob("results_*.json"))
+    if not results_files:
+        raise EvalkitError(f"{output_dir} holds no lm-eval results_*.json")
+    folders = []
+    for rf in results_files:
+        results = read_json(rf)
+        if not isinstance(results, dict) or not isinstance(results.get("results"), dict):
+            raise EvalkitError(f"{rf} is not an lm-eval results file (no \"results\")")
+        version = str(results.get("lm_eval_version") or "")
+        if version.split(".")[:2] != LM_EVAL_MAJOR.split("."):
+            raise EvalkitError(f"{rf} was written by lm-eval {version or '(unknown version)'}; "
+                               f"evalkit imports lm-eval {LM_EVAL_MAJOR}.x outputs")
+        date_id = rf.stem[len("results_"):]
+        for task, config in (results.get("configs") or {}).items():
+            sf = rf.parent / f"samples_{task}_{date_id}.jsonl"
+            if not sf.exists():
+                raise EvalkitError(f"{rf.parent} has no samples_{task}_{date_id}.jsonl: rerun "
+                                   "lm-eval with --log_samples to import per-item results")
+            samples = _read_jsonl(sf)
+            run_config = results.get("config") or {}
+            model = str(results.get("model_name") or run_config.get("model") or "lm-eval")
+            checkpoint = {"spec": run_config.get("model_args"), "name": model,
+                          "kind": "imported", "source": "lm-eval", "path": None,
+                          "fingerprint": None, "base_fingerprint": None}
+            generation = generation_settings(config)
+            key = content_key(task=task, results=str(rf.resolve()))
+            spec = config_hash(config)
+            header = {
+                "status": "running", "run_key": key,
+                "task": {"name": PREFIX + task, "version": str(results["versions"].get(task)),
+                         "spec_hash": spec, "prompt_template_hash": prompt_template_hash(config),
+                         "chat_template_hash": results.get("chat_template_sha"), "file": None,
+                         "lm_eval_task": task, "config_hash": spec},
+                "checkpoint": checkpoint,
+                "backend": {"name": f"lm-eval:{run_config.get('model', '?')}",
+                            "version": version, "engine_id": None, "options": run_config},
+                "generation": generation, "seed": run_config.get("random_seed"),
+                "limit": run_config.get("limit"), "imported_from": str(rf.resolve()),
+                "versions": {"lm_eval": version},
+                "timings": {"started": results.get("date")},
+            }
+            folder = out / (PREFIX + task) / f"{_slug(model)}-{key[:10]}"
+            folders.append(write_run(folder, header, results, task, samples, extra={
+                "timings": {"started": results.get("date"),
+                            "total_s": _float(results.get("total_evaluation_time_seconds"))}}))
+    return folders
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise EvalkitError(f"{path} line {n} is not valid JSON") from None
+    return out
+
+
+def _float(x: Any) -> float | None:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:60]
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def export_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
+    """evalkit run folders -> ``results_<date>.json`` + ``samples_<task>_<date>.jsonl`` in
+    lm-eval 0.4's schema (lm-eval's ``make_table`` reads the results)."""
+    from datetime import datetime
+
+    from evalkit.store import load_run
+
+    date_id = datetime.now().isoformat().replace(":", "-")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"results": {}, "group_subtasks": {}, "configs": {},
+                               "versions": {}, "n-shot": {}, "higher_is_better": {},
+                               "n-samples": {}}
+    written, models, task_hashes, seconds = [], set(), {}, 0.0
+    for run_dir in run_dirs:
+        run, records, metrics = load_run(run_dir)
+        name = run["task"]["name"]
+        task = name.removeprefix("lm_eval:")
+        if task in results["results"]:
+            raise EvalkitError(f"two runs of task '{task}' to export; export one per task")
+        block = run.get("lm_eval") or _native_block(task, run, records, metrics["metrics"])
+        results["results"][task] = block["results"]
+        results["configs"][task] = block["config"]
+        results["versions"][task] = block["version"]
+        results["n-shot"][task] = block["n-shot"]
+        results["higher_is_better"][task] = block["higher_is_better"]
+        results["n-samples"][task] = block["n-samples"]
+        task_hashes[task] = block.get("task_hash") or sample_hash(records)
+        models.add(run["checkpoint"].get("name") or "?")
+        seconds += _float(run.get("timings", {}).get("total_s")) or 0.0
+        path = out_dir / f"samples_{task}_{date_id}.jsonl"
+        with path.open("w", encoding="utf-8") as f:
+            for line in _sample_lines(records, run.get("lm_eval") is not None):
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        written.append(path)
+        last_run = run
+    model = ", ".join(sorted(models))
+    results.update({
+        "config": {"model": model, "model_args": last_run["checkpoint"].get("spec"),
+                   "batch_size": None, "limit": last_run.get("limit"),
+                   "random_seed": last_run.get("seed"), "evalkit_backend": last_run["backend"]},
+        "task_hashes": task_hashes, "model_source": "evalkit", "model_name": model,
+        "model_name_sanitized": _slug(model), "system_instruction": None,
+        "system_instruction_sha": None, "fewshot_as_multiturn": False,
+        "chat_template": None, "chat_template_sha": last_run["task"].get("chat_template_hash"),
+        "date": datetime.now().timestamp(), "lm_eval_version": _lm_eval_version(),
+        "total_evaluation_time_seconds": str(seconds),
+    })
+    results_path = out_dir / f"results_{date_id}.json"
+    results_path.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
+    return [results_path, *written]
+
+
+def _lm_eval_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("lm_eval")
+
+
+def _native_block(task: str, run: dict, records: list[dict], metrics: dict) -> dict:
+    """An lm-eval results entry for a native evalkit task ("metric,filter" keys: a metric
+    without a filter gets lm-eval's "none")."""
+    res: dict[str, Any] = {"alias": task}
+    hib = {}
+    for name, m in metrics.items():
+        metric, _, flt = name.partition(",")
+        res[f"{metric},{flt or 'none'}"] = m["value"]
+        res[f"{metric}_stderr,{flt or 'none'}"] = "N/A" if m["stderr"] is None else m["stderr"]
+        hib[metric] = m.get("higher_is_better", True)
+    return {"results": res, "version": run["task"]["version"], "n-shot": None,
+            "config": {"task": task, "output_type": run["generation"].get("output_type",
+                                                                          "generate_until"),
+                       "generation_kwargs": run["generation"], "evalkit_task": run["task"]},
+            "higher_is_better": hib,
+            "n-samples": {"original": len(records), "effective": len(records)}}
+
+
+def _sample_lines(records: list[dict], from_lm_eval: bool) -> list[dict]:
+    lines = []
+    for r in records:
+        if from_lm_eval:
+            le = r["lm_eval"]
+            args = le["arguments"]
+            for flt, fr in r["filtered_resps"].items():
+                names = [k.partition(",")[0] for k in le["metrics"] if k.endswith("," + flt)]
+                lines.append({
+                    "doc_id": int(r["doc_id"]), "doc": le["doc"], "target": r["target"],
+                    "arguments": {f"gen_args_{i}": {f"arg_{j}": a for j, a in enumerate(arg)}
+                                  for i, arg in enumerate(args)},
+                    "resps": le["resps"], "filtered_resps": fr, "filter": flt,
+                    "metrics": names, **{n: le["metrics"][f"{n},{flt}"] for n in names},
+                    "doc_hash": r["doc_hash"], "prompt_hash": r["prompt_hash"],
+                    "target_hash": r["target_hash"]})
+            continue
+        if r.get("sample_idx", 0) != 0:
+            continue  # lm-eval logs one line per doc; repeats live in its resps
+        names = [k.partition(",")[0] for k in r["scores"]]
+        lines.append({
+            "doc_id": r["doc_id"], "doc": {}, "target": r["target"],
+            "arguments": {"gen_args_0": {"arg_0": r["prompt"]}},
+            "resps": [[r.get("completion", "")]], "filtered_resps": [r.get("completion", "")],
+            "filter": "none", "metrics": names,
+            **{k.partition(",")[0]: v for k, v in r["scores"].items()},
+            "doc_hash": hashlib.sha256(b"{}").hexdigest(), "prompt_hash": r["prompt_hash"],
+            "target_hash": hashlib.sha256(str(r["target"]).encode()).hexdigest()})
+    return lines

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from evalkit.cli import analyze, compare, finetune, run, sandbox  # noqa: F401  (register)
+from evalkit.cli import analyze, compare, finetune, interop, run, sandbox  # noqa: F401  (register)
 from evalkit.cli.app import app
 
 
