@@ -54,7 +54,8 @@ def _manager(include: tuple[str, ...]):
 
     from lm_eval.tasks import TaskManager
 
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    # lm-eval logs every user task that overrides its own: expected here, not worth a line.
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     for p in include:
         if not os.path.isdir(p):
             raise EvalkitError(f"--lm-eval-include: {p} is not a folder")
