@@ -32,6 +32,10 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options, backend: Backen
     bare = name[len(lm_eval.PREFIX):]
     loaded = lm_eval.load_task_dict(name)
     task = loaded["tasks"][bare]
+    overrides = {k: v for k, v in (("max_gen_toks", options.max_tokens),
+                                   ("temperature", options.temperature)) if v is not None}
+    if overrides and task.OUTPUT_TYPE == "generate_until":  # as lm-eval's --gen_kwargs does
+        task.set_config(key="generation_kwargs", value=overrides, update=True)
     config = task.dump_config()
     version = str(task.VERSION)
     limit = options.limits.get(name, options.limit)
@@ -41,9 +45,6 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options, backend: Backen
                            "use --backend vllm or hf")
     max_length = runner._context_length(checkpoint, options) - 2 if loglikelihood else 0
     generation = lm_eval.generation_settings(config)
-    if options.max_tokens or options.temperature is not None:
-        generation["overrides"] = {"max_tokens": options.max_tokens,
-                                   "temperature": options.temperature}
     spec_hash = lm_eval.config_hash(config)
     run_key = content_key(task=name, version=version, spec=spec_hash,
                           checkpoint=checkpoint.fingerprint, backend=backend.name,
