@@ -34,14 +34,19 @@ demo: install sysdeps
 		--tasks humaneval,mbpp,gsm8k,finetunebench_fictional_people_memorization \
 		--runs-dir $(DEMO)/runs --out $(DEMO)/compare
 
+# CI runs the type check first (~30 s): it is part of the test target.
 test: install sysdeps
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
+# mypy's files and strictness (strict on evalkit/run, evalkit/compare, evalkit/stats.py) are in
+# pyproject.toml.
 lint: install
 	$(BIN)/ruff check evalkit tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs demo .pytest_cache

@@ -21,8 +21,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from evalkit.checkpoints import resolve
-    from evalkit.runner import RunOptions, run_task
-    from evalkit.store import load_run
+    from evalkit.run.format import load_run
+    from evalkit.run.runner import RunOptions, run_task
 
     ckpt = resolve(args.model)
     results = {}
@@ -30,7 +30,7 @@ def main() -> None:
         for backend in ("vllm", "hf"):
             folder = run_task(ckpt, args.task, RunOptions(backend=backend, limit=args.n,
                                                           out_dir=Path(out), use_cache=False))
-            run, samples, metrics = load_run(folder)
+            run, samples, metrics = load_run(folder).dicts()
             results[backend] = {
                 "completions": {s["doc_id"]: s["completion"] for s in samples},
                 "metrics": {k: v["value"] for k, v in metrics["metrics"].items()},

@@ -28,7 +28,7 @@ def main() -> None:
 
     from evalkit.checkpoints import resolve
     from evalkit.models.vllm import VLLMBackend, stored_dtype
-    from evalkit.runner import RunOptions, run_task
+    from evalkit.run.runner import RunOptions, run_task
     from evalkit.tasks import load_task
 
     ckpt = resolve(args.model)

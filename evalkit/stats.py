@@ -9,7 +9,7 @@ and standard errors are computed over items, not samples.
 Distributions come from scipy; only the bootstrap loop is written here, because vectorising it
 over items x resamples (and over many datasets at once in the coverage test) is what makes it
 fast enough for 1,319 items x 10,000 resamples. scipy.stats is imported inside the tests that
-need it: it costs ~0.6 s, which `evalkit report` and `--help` should not pay.
+need it: it costs ~0.6 s, which `evalkit check` and `--help` should not pay.
 """
 
 from __future__ import annotations

@@ -13,14 +13,12 @@ instead, so pytest reports an error, not a failure: a broken gate is not a regre
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evalkit import stats as st
+from evalkit.compare.gate import GateResult, PathLike, run_gate, summary_text
 from evalkit.errors import EvalkitError
-from evalkit.gate import GateResult, PathLike, run_gate, summary_text
 
 
 def assert_no_regression(candidate: PathLike | Sequence[PathLike], baseline: PathLike, *,
@@ -38,19 +36,18 @@ def assert_no_regression(candidate: PathLike | Sequence[PathLike], baseline: Pat
 
 
 # --------------------------------------------------------------------------------------------
-# Hand-made run folders (for tests of comparisons and gates, e.g. "a planted regression")
+# Hand-made run folders (for tests of comparisons and gates, e.g. "a planted regression"),
+# written with the same models (evalkit.run.format) and reduction (scoring.metrics) as real runs
 # --------------------------------------------------------------------------------------------
 
-_Scores = float | Sequence[float | None] | None
+_Scores = float | Sequence[float]
 Outcome = _Scores | Mapping[str, _Scores]
 
 
-def _as_samples(outcome: Outcome, score_key: str) -> dict[str, list[float | None]]:
+def _as_samples(outcome: Outcome, score_key: str) -> dict[str, list[float]]:
     by_key = outcome if isinstance(outcome, Mapping) else {score_key: outcome}
-    out = {}
-    for key, value in by_key.items():
-        out[key] = list(value) if isinstance(value, Sequence) else [value]
-    return out
+    return {key: [float(x) for x in value] if isinstance(value, Sequence) else [float(value)]
+            for key, value in by_key.items()}
 
 
 def make_run_folder(path: PathLike, outcomes: Mapping[str, Outcome], *, task: str = "toy",
@@ -67,31 +64,40 @@ def make_run_folder(path: PathLike, outcomes: Mapping[str, Outcome], *, task: st
     metric named ``score_key``). ``prompt_salt`` changes every prompt hash (a "different prompt"
     run). ``status`` other than ``"complete"`` writes an unfinished run (no metrics.json).
     """
+    from evalkit.run.format import (
+        MetricsFile,
+        RunHeader,
+        Sample,
+        write_header,
+        write_metrics,
+        write_samples,
+    )
+    from evalkit.scoring import Metric
+    from evalkit.scoring.metrics import aggregate
+
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     gen = dict(generation or {"max_tokens": 64, "temperature": 0.0, "top_p": 1.0, "n": 1,
                               "until": []})
-    specs = {name: {"aggregation": "mean", "score_key": name, "k": None,
-                    "higher_is_better": True, **spec}
-             for name, spec in (metrics or {score_key: {}}).items()}
-    per_doc = {str(d): _as_samples(o, score_key) for d, o in outcomes.items()}
-    lines = []
-    for doc, by_key in per_doc.items():
-        n = max(len(v) for v in by_key.values())
+    specs = [Metric(name=name, **{"score_key": name, **spec})
+             for name, spec in (metrics or {score_key: {}}).items()]
+    samples = []
+    for doc, outcome in outcomes.items():
+        by_key = _as_samples(outcome, score_key)
         prompt = f"prompt for {task} doc {doc}{prompt_salt}"
-        for idx in range(n):
-            scores = {k: v[idx] for k, v in by_key.items()}
-            text = (completions or {}).get(doc, f"completion {idx} of doc {doc} by {checkpoint}")
-            lines.append(json.dumps({
-                "doc_id": doc, "sample_idx": idx,
-                "prompt_hash": hashlib.sha256(prompt.encode()).hexdigest()[:16],
-                "prompt": prompt, "target": f"target {doc}", "completion": text,
-                "finish_reason": "stop", "n_prompt_tokens": 10, "n_completion_tokens": 5,
-                "extracted": {"answer": f"{checkpoint}:{doc}:{idx}"}, "scores": scores,
-                "execution": None}))
-    (folder / "samples.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    run = {
-        "schema_version": 1, "status": status,
+        for idx in range(max(len(v) for v in by_key.values())):
+            samples.append(Sample(
+                doc_id=str(doc), sample_idx=idx,
+                prompt_hash=hashlib.sha256(prompt.encode()).hexdigest()[:16], prompt=prompt,
+                target=f"target {doc}",
+                completion=(completions or {}).get(
+                    str(doc), f"completion {idx} of doc {doc} by {checkpoint}"),
+                finish_reason="stop", n_prompt_tokens=10, n_completion_tokens=5,
+                extracted={"answer": f"{checkpoint}:{doc}:{idx}"},
+                scores={k: v[idx] for k, v in by_key.items() if idx < len(v)}))
+    write_samples(folder, samples)
+    write_header(folder, RunHeader.model_validate({
+        "status": status,
         "run_key": hashlib.sha256(f"{folder}{task}{checkpoint}".encode()).hexdigest(),
         "task": {"name": task, "version": version, "spec_hash": "0" * 16,
                  "prompt_template_hash": hashlib.sha256(prompt_salt.encode()).hexdigest()[:16],
@@ -102,26 +108,10 @@ def make_run_folder(path: PathLike, outcomes: Mapping[str, Outcome], *, task: st
         "backend": {"name": "fake", "version": "0", "engine_id": "0", "options": {}},
         "generation": gen, "seed": 1234, "limit": None,
         "versions": {"evalkit": "0.1.0"}, "timings": {},
-        "counts": {"docs": len(per_doc), "samples": len(lines), "generated": len(lines),
+        "counts": {"docs": len(outcomes), "samples": len(samples), "generated": len(samples),
                    "cached": 0},
-    }
-    (folder / "run.json").write_text(json.dumps(run, indent=1), encoding="utf-8")
+    }))
     if status == "complete":
-        metric_values = {}
-        for name, spec in specs.items():
-            items = []
-            for by_key in per_doc.values():
-                s = [x for x in by_key[spec["score_key"]] if x is not None]
-                if spec["aggregation"] == "pass@k":
-                    if len(s) >= spec["k"]:
-                        items.append(st.pass_at_k(len(s), int(sum(s)), spec["k"]))
-                elif s:
-                    items.append(sum(s) / len(s))
-            metric_values[name] = {
-                "value": sum(items) / len(items) if items else None,
-                "stderr": st.clustered_sem(items) if len(items) > 1 else None,
-                "n": len(items), **spec}
-        (folder / "metrics.json").write_text(json.dumps(
-            {"schema_version": 1, "task": task, "metrics": metric_values}, indent=1),
-            encoding="utf-8")
+        write_metrics(folder, MetricsFile.model_validate({"task": task, "metrics": aggregate(
+            [s.model_dump() for s in samples], specs)}))
     return folder

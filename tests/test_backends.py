@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-from evalkit.runner import RunOptions, run_task
-from evalkit.store import load_run
+from evalkit.run.format import load_run
+from evalkit.run.runner import RunOptions, run_task
 
 pytestmark = pytest.mark.slow
 N_AGREE = 40  # GSM8K items compared between backends (the note reports the 200-item figure)
@@ -34,11 +34,11 @@ def hf_run(tmp_path_factory, builtin_model):
 
 
 def completions(folder):
-    return {s["doc_id"]: s["completion"] for s in load_run(folder)[1]}
+    return {s["doc_id"]: s["completion"] for s in load_run(folder).dicts()[1]}
 
 
 def test_vllm_run(vllm_run, builtin_model):
-    run, samples, metrics = load_run(vllm_run)
+    run, samples, metrics = load_run(vllm_run).dicts()
     assert run["backend"]["name"] == "vllm" and run["backend"]["options"]["dtype"] == "float32"
     assert len(samples) == N_AGREE
     assert all(s["finish_reason"] in ("stop", "length") for s in samples)
@@ -56,7 +56,7 @@ def test_hf_and_vllm_greedy_outputs_agree(vllm_run, hf_run):
 def test_chat_variant_uses_the_models_template(tmp_path, builtin_model):
     folder = run_task(builtin_model, "gsm8k_chat",
                       RunOptions(backend="vllm", limit=3, out_dir=tmp_path, progress=False))
-    run, samples, _ = load_run(folder)
+    run, samples, _ = load_run(folder).dicts()
     assert len(run["task"]["chat_template_hash"]) == 64
     assert samples[0]["prompt"].startswith("<|im_start|>system")
     assert samples[0]["prompt"].endswith("<|im_start|>assistant\n")
@@ -107,7 +107,7 @@ def test_openai_backend_against_a_real_vllm_serve(vllm_server, vllm_run, builtin
                       RunOptions(backend="openai", limit=10, out_dir=tmp_path, progress=False,
                                  backend_options={"base_url": vllm_server,
                                                   "served_model_name": "smollm2"}))
-    run, samples, _ = load_run(folder)
+    run, samples, _ = load_run(folder).dicts()
     assert run["backend"]["name"] == "openai" and len(samples) == 10
     assert run["checkpoint"]["fingerprint"] == builtin_model.fingerprint
     offline = completions(vllm_run)

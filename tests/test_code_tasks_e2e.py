@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evalkit.store import load_run
+from evalkit.run.format import load_run
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def runs(tmp_path_factory, builtin_model) -> dict[str, tuple[dict, list[dict], d
     assert proc.stderr.count("starting vllm engine") <= 1
     folders = {p.parent.parent.name: p.parent for p in out.rglob("metrics.json")}
     assert set(folders) == {"humaneval", "mbpp", "humaneval_instruct", "humaneval_k5"}
-    return {name: load_run(folder) for name, folder in folders.items()}
+    return {name: load_run(folder).dicts() for name, folder in folders.items()}
 
 
 @pytest.mark.parametrize("task", ["humaneval", "mbpp", "humaneval_instruct"])

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 import evalkit.checkpoints
-import evalkit.runner
-from evalkit.compare import compare_checkpoints
+import evalkit.run.runner
+from evalkit.compare.orchestrate import compare_checkpoints
 from evalkit.testing import make_run_folder
 
 OUTCOMES = {
@@ -48,13 +48,13 @@ def fake_runner(tmp_path, monkeypatch):
                                task=task, checkpoint=checkpoint.name)
 
     monkeypatch.setattr(evalkit.checkpoints, "resolve", resolve)
-    monkeypatch.setattr(evalkit.runner, "open_backend", open_backend)
-    monkeypatch.setattr(evalkit.runner, "run_task", run_task)
+    monkeypatch.setattr(evalkit.run.runner, "open_backend", open_backend)
+    monkeypatch.setattr(evalkit.run.runner, "run_task", run_task)
     return events
 
 
 def test_lora_adapter_of_base_is_served_by_one_engine(fake_runner, tmp_path):
-    options = evalkit.runner.RunOptions(backend="vllm", limit=40)
+    options = evalkit.run.runner.RunOptions(backend="vllm", limit=40)
     comp = compare_checkpoints("base", "adapter", ["gsm8k", "humaneval"], options,
                                tmp_path / "out")
     opens = [e for e in fake_runner if e[0] == "open"]
@@ -71,7 +71,7 @@ def test_lora_adapter_of_base_is_served_by_one_engine(fake_runner, tmp_path):
 
 
 def test_unrelated_checkpoints_run_one_engine_after_the_other(fake_runner, tmp_path):
-    options = evalkit.runner.RunOptions(backend="hf")
+    options = evalkit.run.runner.RunOptions(backend="hf")
     compare_checkpoints("base", "other", ["gsm8k"], options, tmp_path / "out")
     kinds = [(e[0], e[1]) for e in fake_runner if e[0] in ("open", "close")]
     # The first engine is closed before the second opens: never two models in memory.

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from evalkit import comparison as cmp
+import evalkit.compare as cmp
 from evalkit.errors import EvalkitError
 from evalkit.stats import holm
 from evalkit.testing import make_run_folder
@@ -179,16 +179,6 @@ def test_pass_at_k_rows_use_per_item_estimates_and_cluster_by_item(tmp_path):
     assert item.base.n_samples == 3
 
 
-def test_unscorable_items_are_left_out_of_both_sides(tmp_path):
-    tuned = dict(BASE)
-    tuned["0"] = None  # e.g. every sample was a sandbox_error: no score
-    make_run_folder(tmp_path / "b", BASE)
-    make_run_folder(tmp_path / "t", tuned)
-    (row,) = cmp.compare_paths(tmp_path / "b", tmp_path / "t").rows
-    assert (row.n_items, row.n_excluded) == (N_ITEMS - 1, 1)
-    assert row.base == pytest.approx((sum(BASE.values()) - BASE["0"]) / (N_ITEMS - 1))
-
-
 def test_lower_is_better_metric_flips_the_direction(tmp_path):
     metrics = {"error_rate": {"aggregation": "mean", "score_key": "err",
                               "higher_is_better": False}}
@@ -257,9 +247,9 @@ def test_unfinished_runs_are_refused(tmp_path):
 
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda f: (f / "run.json").write_text("{not json"), "run.json is not valid JSON"),
-    (lambda f: (f / "metrics.json").write_text('{"schema_version": 1}'), "malformed run folder"),
+    (lambda f: (f / "metrics.json").write_text('{"schema_version": 1}'), "malformed metrics.json"),
     (lambda f: (f / "samples.jsonl").write_text('{"doc_id": "1"}\n'), "samples.jsonl:1"),
-    (lambda f: (f / "samples.jsonl").unlink(), "samples.jsonl is missing"),
+    (lambda f: (f / "samples.jsonl").unlink(), "has no samples.jsonl"),
     (lambda f: (f / "run.json").write_text(
         (f / "run.json").read_text().replace('"schema_version": 1', '"schema_version": 9')),
      "run format version 9 is not supported"),

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from evalkit import gate
-from evalkit.comparison import compare_paths, load_baseline, write_comparison
+from evalkit.compare import gate
+from evalkit.compare.load import load_baseline
+from evalkit.compare.render import write_comparison
+from evalkit.compare.rows import compare_paths
 from evalkit.errors import EvalkitError
 from evalkit.testing import assert_no_regression, make_run_folder
 
@@ -90,7 +92,8 @@ def test_candidate_may_be_a_comparison_json(runs, tmp_path):
 
 def test_untested_metric_means_the_gate_cannot_decide(runs):
     base = runs("base", BASE)
-    cand = runs("cand", dict.fromkeys(BASE))  # every item unscorable
+    # no sample carries the metric's score key: no item can be scored
+    cand = runs("cand", {d: {"other": 1.0} for d in BASE})
     result = gate.run_gate(cand, base)
     assert result.exit_code == 2 and len(result.untested) == 1
 

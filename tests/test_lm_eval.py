@@ -16,7 +16,7 @@ import pytest
 from test_cli_errors import assert_clean_error, evalkit
 
 from evalkit.runner import RunOptions, open_backend, run_task
-from evalkit.store import load_run
+from evalkit.run.format import load_run
 
 lm_eval = pytest.importorskip("lm_eval")
 LM_EVAL_TASKS = Path(lm_eval.__file__).parent / "tasks"
@@ -153,7 +153,7 @@ def test_native_tasks_agree_with_lm_eval_versions_on_the_same_answers(ours):
 
 def test_import_pairs_with_evalkit_run(reference, ours, tmp_path):
     from evalkit.comparison import compare_runs
-    from evalkit.comparison import load_run as load_pairable
+    from evalkit.compare.load import load_run as load_pairable
 
     _, _, out = reference
     proc = evalkit("import", "lm-eval", str(out), "--out", str(tmp_path / "imported"))

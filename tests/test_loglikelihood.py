@@ -190,7 +190,7 @@ def test_mmlu_limit_is_per_subject_and_shots_are_the_subjects_dev_items(data_dir
 @pytest.fixture(scope="module")
 def mmlu_run(tiny, tmp_path_factory, data_dir):
     """The mmlu task, 2 items of each subject, on the tiny model through the runner."""
-    from evalkit.runner import RunOptions, run_task
+    from evalkit.run.runner import RunOptions, run_task
 
     options = RunOptions(backend="hf", limit=2, out_dir=tmp_path_factory.mktemp("runs"),
                          progress=False, use_cache=False, data_dir=data_dir)
@@ -352,7 +352,7 @@ def test_corpus_perplexity_is_lm_evals():
 
 
 def test_wikitext_run_resumes_and_reuses_the_cache(tiny, tmp_path, data_dir, monkeypatch):
-    from evalkit.runner import RunOptions, run_task
+    from evalkit.run.runner import RunOptions, run_task
 
     monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path / "cache"))
     options = RunOptions(backend="hf", limit=2, out_dir=tmp_path / "runs", progress=False,

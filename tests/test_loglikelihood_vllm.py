@@ -66,7 +66,7 @@ def test_vllm_and_hf_loglikelihoods_agree(engines, data_dir):
 
 
 def test_runs_on_both_backends_pick_the_same_answers(engines, builtin_model, tmp_path, data_dir):
-    from evalkit.runner import RunOptions, run_task
+    from evalkit.run.runner import RunOptions, run_task
 
     vllm, hf = engines
     picks = {}

@@ -218,7 +218,7 @@ def test_judge_run_on_a_tiny_model(tiny_llama, tmp_path, data_dir):
     """A model that writes nothing sensible: every reply lands in the [invalid] bucket,
     counted in the run and scored wrong, and the classification metrics are still written."""
     from evalkit.checkpoints import resolve
-    from evalkit.runner import RunOptions, run_task
+    from evalkit.run.runner import RunOptions, run_task
 
     options = RunOptions(backend="hf", limit=2, out_dir=tmp_path, progress=False,
                          use_cache=False, data_dir=data_dir)
@@ -238,7 +238,7 @@ def test_judge_run_on_a_tiny_model(tiny_llama, tmp_path, data_dir):
 
 def test_critique_and_correct_code_run_executes_in_the_sandbox(tiny_llama, tmp_path, data_dir):
     from evalkit.checkpoints import resolve
-    from evalkit.runner import RunOptions, run_task
+    from evalkit.run.runner import RunOptions, run_task
 
     options = RunOptions(backend="hf", limit=1, out_dir=tmp_path, progress=False, max_tokens=16,
                          use_cache=False, data_dir=data_dir, workers=2)

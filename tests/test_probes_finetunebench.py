@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from evalkit.judge import judge_verdict
+from evalkit.run.judge import judge_verdict
 from evalkit.scoring import ScoreInput, make_scorer
 from evalkit.scoring.finetunebench import contains, exact, normalize
 from evalkit.tasks import load_task
@@ -131,9 +131,9 @@ def test_the_trained_turn_is_the_memorization_probe(data_dir):
 def test_judge_pass_adds_a_judge_score_and_records_the_judge(tiny_llama, tmp_path, data_dir,
                                                             monkeypatch):
     from evalkit.checkpoints import resolve
-    from evalkit.comparison import load_run
-    from evalkit.judge import judge_runs
-    from evalkit.runner import RunOptions, run_task
+    from evalkit.compare.load import load_run
+    from evalkit.run.judge import judge_runs
+    from evalkit.run.runner import RunOptions, run_task
 
     monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path / "cache"))
     model = resolve(str(tiny_llama))

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalkit.comparison import compare_runs, load_run
-from evalkit.conjugate import recovery
+from evalkit.compare.load import load_run
+from evalkit.compare.recovery import recovery
+from evalkit.compare.rows import compare_runs
 from evalkit.errors import EvalkitError
 from evalkit.tasks import load_task
 from evalkit.tasks.suites import expand_tasks
@@ -91,8 +92,8 @@ def test_recovery_on_a_planted_pair_of_runs(tmp_path):
     assert row.recovery_ci[0] > 0 and row.recovery_ci[0] < 0.375 < row.recovery_ci[1]
     assert row.plain_verdict == "regressed" and row.verdict == "suppressed"
     # it is in comparison.json and the markdown
-    assert comparison.recovery[0]["verdict"] == "suppressed"
-    from evalkit.comparison import comparison_markdown
+    assert comparison.recovery[0].verdict == "suppressed"
+    from evalkit.compare.render import comparison_markdown
 
     assert "| mmlu → forgetting_mmlu_conj_format | `acc` | 40 | +50.0 | +12.5 | +37.5" in \
         comparison_markdown(comparison)
@@ -127,7 +128,7 @@ def test_no_share_is_printed_for_forgetting_inside_the_noise(tmp_path):
     (row,) = recovery(comparison)
     assert row.verdict == "no significant forgetting"
     assert row.recovered_share == pytest.approx((0.05 + 0.075) / 0.05)  # kept in the JSON
-    from evalkit.comparison import comparison_markdown
+    from evalkit.compare.render import comparison_markdown
 
     line = next(x for x in comparison_markdown(comparison).splitlines()
                 if x.startswith("| mmlu → forgetting_mmlu_conj_format"))

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from evalkit.checkpoints import resolve
-from evalkit.runner import RunOptions, run_task
-from evalkit.store import load_run
+from evalkit.run.format import load_run
+from evalkit.run.runner import RunOptions, run_task
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def options(tmp_path, **kw):
 
 def test_run_writes_a_complete_folder(tmp_path, tiny_llama):
     folder = run_task(resolve(tiny_llama), "gsm8k", options(tmp_path))
-    run, samples, metrics = load_run(folder)
+    run, samples, metrics = load_run(folder).dicts()
     assert run["status"] == "complete" and run["task"]["version"] == "3.0"
     assert run["checkpoint"]["fingerprint"] == resolve(tiny_llama).fingerprint
     assert run["backend"]["engine_id"] and run["counts"]["generated"] == 6
@@ -46,16 +46,16 @@ def test_identical_rerun_is_served_from_cache(tmp_path, tiny_llama):
     ckpt = resolve(tiny_llama)
     first = run_task(ckpt, "gsm8k", options(tmp_path / "a"))
     second = run_task(ckpt, "gsm8k", options(tmp_path / "b"))  # another folder, same config
-    run, samples, _ = load_run(second)
+    run, samples, _ = load_run(second).dicts()
     assert run["counts"]["generated"] == 0 and run["counts"]["cached"] == 6
     assert run["backend"]["engine_id"] is None  # no model was loaded at all
-    completions = {s["doc_id"]: s["completion"] for s in load_run(first)[1]}
+    completions = {s["doc_id"]: s["completion"] for s in load_run(first).dicts()[1]}
     assert {s["doc_id"]: s["completion"] for s in samples} == completions
     third = run_task(ckpt, "gsm8k", options(tmp_path / "c", use_cache=False))
-    assert load_run(third)[0]["counts"]["generated"] == 6
+    assert load_run(third).dicts()[0]["counts"]["generated"] == 6
     # a different generation setting is a different run and a cache miss
     fourth = run_task(ckpt, "gsm8k", options(tmp_path / "a", max_tokens=8))
-    assert fourth != first and load_run(fourth)[0]["counts"]["generated"] == 6
+    assert fourth != first and load_run(fourth).dicts()[0]["counts"]["generated"] == 6
 
 
 @pytest.mark.slow
@@ -89,7 +89,7 @@ def test_resume_after_kill_9(tmp_path, tiny_llama):
 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    run, samples, _ = load_run(folder)
+    run, samples, _ = load_run(folder).dicts()
     keys = [(s["doc_id"], s["sample_idx"]) for s in samples]
     assert len(keys) == len(set(keys)) == 40
     assert samples[:len(complete)] == complete  # finished items kept, not regenerated

@@ -9,6 +9,8 @@ A LoRA adapter is never merged into a model on disk: ``WeightSource.read`` retur
 ``W + scale·B·A`` for the one matrix asked for, and ``delta`` returns ``scale·B·A`` alone so
 ΔW is exact instead of the difference of two rounded matrices.
 """
+# size: one reader (model files, LoRA adapters, matrix selection) whose parts share the tensor
+# naming rules; splitting them would spread those rules over three modules.
 
 from __future__ import annotations
 

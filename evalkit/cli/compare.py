@@ -1,5 +1,5 @@
-"""`evalkit compare` and `evalkit check` (logic in evalkit.comparison, evalkit.compare and
-evalkit.gate; this module only parses, calls and prints)."""
+"""`evalkit compare` and `evalkit check` (logic in evalkit.compare; this module only parses,
+calls and prints)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
+from evalkit.cli import options as o
 from evalkit.cli.app import app
+from evalkit.cli.options import backend_options, set_lm_eval_include
 
 _STATS = "Statistics"
 
@@ -38,66 +40,60 @@ def compare(
     base: Annotated[str, typer.Argument(help="BASE checkpoint, or a run folder / folder of runs.")],
     tuned: Annotated[str, typer.Argument(
         help="TUNED checkpoint (e.g. a LoRA adapter of BASE), or a run folder / folder of runs.")],
-    tasks: Annotated[str | None, typer.Option(
-        help="Comma-separated tasks, e.g. humaneval,mbpp,gsm8k. With run folders: a filter.")
-    ] = None,
+    tasks: o.Tasks = None,
     runs: Annotated[bool, typer.Option(
         "--runs", help="BASE and TUNED are finished run folders (detected when they are).")
     ] = False,
-    limit: Annotated[int | None, typer.Option(help="Only the first N items of each task.")] = None,
-    n: Annotated[int | None, typer.Option("--n", help="Samples per item (pass@k).")] = None,
-    temperature: Annotated[float | None, typer.Option(
-        help="Sampling temperature (needed with --n > 1) [default: the task's].")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Max new tokens per sample.")] = None,
-    backend: Annotated[str, typer.Option(help="Generation backend: vllm, hf, openai.")] = "vllm",
+    limit: o.Limit = None,
+    n: o.N = None,
+    temperature: o.Temperature = None,
+    top_p: o.TopP = None,
+    max_tokens: o.MaxTokens = None,
+    seed: o.Seed = 1234,
+    backend: o.Backend = "vllm",
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where the two checkpoints' run "
                                            "folders go (reused when already there).")
                         ] = Path("runs"),
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached generations.")
-                        ] = False,
-    sandbox: Annotated[str, typer.Option(help="Code tasks: process | docker | none.")
-                       ] = "process",
-    workers: Annotated[int | None, typer.Option(help="Parallel code executions.")] = None,
-    tensor_parallel_size: Annotated[int, typer.Option("--tp", help="vLLM tensor parallel size.")
-                                    ] = 1,
-    dtype: Annotated[str, typer.Option(help="Model dtype (auto = as stored).")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="hf backend batch size.")] = 16,
-    data_dir: Annotated[Path | None, typer.Option(
-        help="Local benchmark data [default: $EVALKIT_DATA_DIR, else the HF hub].")] = None,
+    no_cache: o.NoCache = False,
+    sandbox: o.Sandbox = "process",
+    workers: o.Workers = None,
+    tensor_parallel_size: o.TensorParallel = 1,
+    max_model_len: o.MaxModelLen = None,
+    dtype: o.Dtype = "auto",
+    batch_size: o.BatchSize = 16,
+    base_url: o.BaseUrl = None,
+    served_model_name: o.ServedModelName = None,
+    data_dir: o.DataDir = None,
     out: Annotated[Path | None, typer.Option(
         help="Folder for comparison.json and comparison.md [default: out/compare/BASE-vs-TUNED]")
     ] = None,
-    alpha: Annotated[float, typer.Option(help="Significance level (Holm-corrected across rows).",
-                                         rich_help_panel=_STATS)] = 0.05,
+    alpha: o.Alpha = 0.05,
     confidence: Annotated[float, typer.Option(help="Confidence level of the CI of Δ.",
                                               rich_help_panel=_STATS)] = 0.95,
     resamples: Annotated[int, typer.Option(help="Bootstrap / permutation resamples.",
                                            rich_help_panel=_STATS)] = 10_000,
-    seed: Annotated[int, typer.Option(help="Seed of the resampling.",
-                                      rich_help_panel=_STATS)] = 0,
+    resample_seed: o.ResampleSeed = 0,
     continuous_test: Annotated[str, typer.Option(
         help="Test for non-binary per-item values: permutation or wilcoxon.",
         rich_help_panel=_STATS)] = "permutation",
-    judge: Annotated[str | None, typer.Option(
-        help="Also grade answers with this checkpoint (tasks with a judge prompt: FineTuneBench)")
-    ] = None,
+    judge: o.Judge = None,
     tuco: Annotated[bool, typer.Option(
         "--tuco", help="Also report each task's mean TuCo (tuning contribution, transformers).")
     ] = False,
-    lm_eval_include: Annotated[str | None, typer.Option(
-        help="Folder(s) of lm-eval task YAMLs for lm_eval:NAME tasks (local data).")] = None,
+    lm_eval_include: o.LmEvalInclude = None,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
     Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
-    `evalkit check`."""
-    from evalkit.cli.run import set_lm_eval_include
-    from evalkit.comparison import (
-        check_stats_options,
-        compare_paths,
-        comparison_table,
-        is_run_source,
-        write_comparison,
-    )
+    `evalkit check`.
+
+    Example: evalkit compare builtin:smollm2-135m out/tuned --tasks gsm8k,humaneval --limit 50
+
+    Output: comparison.json and comparison.md in --out (default out/compare/BASE-vs-TUNED/);
+    the checkpoints' run folders under --runs-dir (default runs/).
+    """
+    from evalkit.compare.load import is_run_source
+    from evalkit.compare.render import comparison_table, write_comparison
+    from evalkit.compare.rows import check_stats_options, compare_paths
     from evalkit.errors import EvalkitError
 
     set_lm_eval_include(lm_eval_include)
@@ -105,7 +101,7 @@ def compare(
         raise EvalkitError(f"--continuous-test must be permutation or wilcoxon, "
                            f"not {continuous_test!r}")
     stats_options = {"alpha": alpha, "confidence": confidence, "resamples": resamples,
-                     "seed": seed, "continuous_test": continuous_test}
+                     "seed": resample_seed, "continuous_test": continuous_test}
     check_stats_options(**stats_options)
     task_names = _task_list(tasks)
     suite_limits: dict[str, int] = {}
@@ -123,8 +119,9 @@ def compare(
             if not is_run_source(value):
                 raise EvalkitError(f"--runs: {side} {value} is not a run folder, a folder of "
                                    "run folders or a comparison.json")
-        if any(v is not None for v in (limit, n, temperature, max_tokens, judge)) or tuco:
-            raise EvalkitError("--limit, --n, --temperature, --max-tokens, --judge and --tuco "
+        if any(v is not None for v in (limit, n, temperature, top_p, max_tokens, judge)) or tuco:
+            raise EvalkitError("--limit, --n, --temperature, --top-p, --max-tokens, --judge and "
+                               "--tuco "
                                "apply when running checkpoints; these run folders are already "
                                "finished")
         comparison = compare_paths(base, tuned, task_names, **stats_options)
@@ -136,17 +133,17 @@ def compare(
             raise EvalkitError("--tasks is required when BASE and TUNED are checkpoints "
                                "(e.g. --tasks humaneval,gsm8k)")
         # The runner owns generation; it is imported only on this path (torch, vllm).
-        from evalkit.cli.run import backend_options
-        from evalkit.compare import compare_checkpoints
-        from evalkit.runner import RunOptions
+        from evalkit.compare.orchestrate import compare_checkpoints
+        from evalkit.run.runner import RunOptions
 
         given = {"backend": backend, "limit": limit, "n": n, "temperature": temperature,
-                 "max_tokens": max_tokens, "data_dir": data_dir}
+                 "top_p": top_p, "max_tokens": max_tokens, "data_dir": data_dir, "seed": seed}
         options = RunOptions(**{k: v for k, v in given.items() if v is not None},
                              out_dir=runs_dir, use_cache=not no_cache, sandbox=sandbox,
                              workers=workers, limits={} if limit is not None else suite_limits,
-                             backend_options=backend_options(backend, tensor_parallel_size,
-                                                             None, dtype, batch_size, None, None))
+                             backend_options=backend_options(
+                                 backend, tensor_parallel_size, max_model_len, dtype, batch_size,
+                                 base_url, served_model_name))
         out = out or Path("out") / "compare" / f"{_slug(base)}-vs-{_slug(tuned)}"
         comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
                                          tuco=tuco, **stats_options)
@@ -154,9 +151,9 @@ def compare(
     console = _console()
     console.print(comparison_table(comparison))
     if comparison.recovery:
-        from evalkit.conjugate import RecoveryRow, recovery_table
+        from evalkit.compare.recovery import recovery_table
 
-        console.print(recovery_table([RecoveryRow(**r) for r in comparison.recovery]))
+        console.print(recovery_table(comparison.recovery))
     for note in comparison.notes:
         console.print(f"[yellow]note:[/] {note}")
     flipped = sum(len(t.flipped) for t in comparison.tasks)
@@ -174,20 +171,24 @@ def check(
     max_drop: Annotated[float, typer.Option(
         help="Tolerated drop in percentage points of the metric (1.0 = 0.01 accuracy).")
     ] = 1.0,
-    alpha: Annotated[float, typer.Option(help="Significance level, Holm-corrected across rows.")
-                     ] = 0.05,
+    alpha: o.Alpha = 0.05,
     junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write a Markdown summary here.")] = None,
-    tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks to gate (default: "
-                                                   "every baseline task).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    tasks: o.Tasks = None,
+    resample_seed: o.ResampleSeed = 0,
     write_baseline: Annotated[Path | None, typer.Option(
         "--write-baseline", help="Write CANDIDATE as a baseline file to this path and exit "
                                  "(e.g. results/baseline-main.json).")] = None,
 ) -> None:
     """CI gate: exit 1 only when a metric drops by more than --max-drop percentage points with
-    Holm-corrected significance; 0 otherwise; 2 when the gate cannot decide (bad baseline)."""
-    from evalkit import gate
+    Holm-corrected significance; 0 otherwise; 2 when the gate cannot decide (bad baseline).
+
+    Example: evalkit check runs/ --baseline results/baseline-main.json --junit gate.xml
+
+    Output: the verdict on the terminal and the exit code; files only where --junit,
+    --markdown or --write-baseline name them.
+    """
+    from evalkit.compare import gate
     from evalkit.errors import EvalkitError
 
     console = _console()
@@ -197,7 +198,7 @@ def check(
         return
     try:
         result = gate.run_gate(candidate, baseline, max_drop=max_drop, alpha=alpha,
-                               tasks=_task_list(tasks), seed=seed)
+                               tasks=_task_list(tasks), seed=resample_seed)
     except EvalkitError as exc:
         if junit is not None:  # CI still shows why the gate broke
             gate.write_junit(" ".join(str(exc).split()), junit)

@@ -22,7 +22,7 @@ def import_lm_eval(
     out: Annotated[Path, typer.Option(help="Root folder for the run folders")] = Path("runs"),
 ) -> None:
     """Import lm-eval runs, so compare, check and report work on them."""
-    from evalkit.lm_eval_format import import_output_dir
+    from evalkit.run.lm_eval_format import import_output_dir
 
     for folder in import_output_dir(output_dir, out):
         print(folder)
@@ -36,7 +36,7 @@ def export(
 ) -> None:
     """Write run folders in lm-eval 0.4's format (results_DATE.json, samples_TASK_DATE.jsonl)."""
     from evalkit.errors import EvalkitError
-    from evalkit.lm_eval_format import export_runs
+    from evalkit.run.lm_eval_format import export_runs
 
     if fmt != "lm-eval":
         raise EvalkitError(f"--format {fmt!r} is not supported (choose lm-eval)")

@@ -7,51 +7,45 @@ from typing import Annotated
 
 import typer
 
+from evalkit.cli import options as o
 from evalkit.cli.app import app
-
-
-def split_csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+from evalkit.cli.options import backend_options, set_lm_eval_include, split_csv
 
 
 @app.command()
 def run(
     model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint: folder, adapter, "
                                        ".gguf, hub id or builtin:smollm2-135m")],
-    task: Annotated[str, typer.Option("--task", "-t", help="Task name(s), comma-separated")],
-    limit: Annotated[int | None, typer.Option(help="Only the first N items")] = None,
-    backend: Annotated[str, typer.Option(help="vllm | hf | openai")] = "vllm",
-    out: Annotated[Path, typer.Option(help="Root folder for run folders")] = Path("runs"),
-    data_dir: Annotated[Path | None, typer.Option(help="Local benchmark data "
-                                                  "(default: $EVALKIT_DATA_DIR, else the hub)")
-                        ] = None,
-    n: Annotated[int | None, typer.Option("--n", help="Samples per item")] = None,
-    temperature: Annotated[float | None, typer.Option()] = None,
-    top_p: Annotated[float | None, typer.Option()] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Max new tokens per sample")] = None,
-    seed: Annotated[int, typer.Option()] = 1234,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached generations")
-                        ] = False,
-    sandbox: Annotated[str, typer.Option(help="process | docker | none (code tasks)")
-                       ] = "process",
-    workers: Annotated[int | None, typer.Option(help="Parallel code executions")] = None,
-    tensor_parallel_size: Annotated[int, typer.Option("--tp", help="vLLM tensor parallel size")
-                                    ] = 1,
-    max_model_len: Annotated[int | None, typer.Option(help="vLLM context length")] = None,
-    dtype: Annotated[str, typer.Option(help="Model dtype (auto, float32, bfloat16...)")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="hf backend batch size")] = 16,
-    base_url: Annotated[str | None, typer.Option(help="openai backend: server URL (…/v1)")
-                        ] = None,
-    served_model_name: Annotated[str | None, typer.Option(help="openai backend: model name")
-                                 ] = None,
-    judge: Annotated[str | None, typer.Option(
-        help="Also grade answers with this checkpoint (tasks with a judge prompt: FineTuneBench)")
-    ] = None,
-    lm_eval_include: Annotated[str | None, typer.Option(
-        help="Folder(s) of lm-eval task YAMLs for lm_eval:NAME tasks (local data)")] = None,
+    task: o.Tasks = None,
+    limit: o.Limit = None,
+    backend: o.Backend = "vllm",
+    out: Annotated[Path, typer.Option(help="Root folder for run folders.")] = Path("runs"),
+    data_dir: o.DataDir = None,
+    n: o.N = None,
+    temperature: o.Temperature = None,
+    top_p: o.TopP = None,
+    max_tokens: o.MaxTokens = None,
+    seed: o.Seed = 1234,
+    no_cache: o.NoCache = False,
+    sandbox: o.Sandbox = "process",
+    workers: o.Workers = None,
+    tensor_parallel_size: o.TensorParallel = 1,
+    max_model_len: o.MaxModelLen = None,
+    dtype: o.Dtype = "auto",
+    batch_size: o.BatchSize = 16,
+    base_url: o.BaseUrl = None,
+    served_model_name: o.ServedModelName = None,
+    judge: o.Judge = None,
+    lm_eval_include: o.LmEvalInclude = None,
 ) -> None:
-    """Run tasks on one checkpoint and write a run folder per task."""
-    from evalkit.runner import RunOptions, open_backend, run_task
+    """Run tasks on one checkpoint and write a run folder per task.
+
+    Example: evalkit run -m builtin:smollm2-135m --tasks gsm8k --limit 20
+
+    Output: one folder per task under --out (default runs/TASK/MODEL-KEY/: run.json,
+    samples.jsonl, metrics.json).
+    """
+    from evalkit.run.runner import RunOptions, open_backend, run_task
 
     set_lm_eval_include(lm_eval_include)
 
@@ -65,6 +59,10 @@ def run(
     options.validate()
     from evalkit.tasks.suites import expand_tasks
 
+    if not split_csv(task):
+        from evalkit.errors import EvalkitError
+
+        raise EvalkitError("--tasks is required (e.g. --tasks gsm8k; `evalkit tasks` lists them)")
     tasks, suite_limits = expand_tasks(split_csv(task))  # a suite name stands for its tasks
     if limit is None:
         options.limits = suite_limits
@@ -78,35 +76,11 @@ def run(
         for t in tasks:
             folders.append(run_task(checkpoint, t, options, backend=engine))
     if judge:  # after the model's engine is freed: the judge gets its own
-        from evalkit.judge import judge_runs
+        from evalkit.run.judge import judge_runs
 
         judge_runs(folders, judge, options)
     for folder in folders:
         print_run_summary(folder)
-
-
-def set_lm_eval_include(paths: str | None) -> None:
-    """--lm-eval-include: lm_eval:NAME tasks also come from these folders (os.pathsep list)."""
-    if paths:
-        import os
-
-        from evalkit.tasks.lm_eval import INCLUDE_ENV
-
-        os.environ[INCLUDE_ENV] = os.pathsep.join(str(Path(p).resolve())
-                                                  for p in paths.split(os.pathsep) if p)
-
-
-def backend_options(backend: str, tp: int, max_model_len: int | None, dtype: str,
-                     batch_size: int, base_url: str | None, served: str | None) -> dict:
-    if backend == "vllm":
-        return {"tensor_parallel_size": tp, "max_model_len": max_model_len, "dtype": dtype}
-    if backend == "hf":
-        return {"batch_size": batch_size, "dtype": dtype}
-    if backend == "openai":
-        return {"base_url": base_url, "served_model_name": served}
-    from evalkit.errors import EvalkitError
-
-    raise EvalkitError(f"unknown backend '{backend}' (choose vllm, hf or openai)")
 
 
 def _checkpoint(spec: str, backend: str, base_url: str | None):
@@ -127,18 +101,19 @@ def print_run_summary(folder: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from evalkit.store import load_run
+    from evalkit.run.format import load_run
 
-    run, _, metrics = load_run(folder)
-    table = Table(title=f"{run['task']['name']} · {run['checkpoint']['name']} "
-                        f"({run['backend']['name']})")
+    run = load_run(folder)
+    header = run.header
+    table = Table(title=f"{header.task.name} · {header.checkpoint.name} "
+                        f"({header.backend.get('name')})")
     for col in ("metric", "value", "± stderr", "n"):
         table.add_column(col, justify="left" if col == "metric" else "right")
-    for name, m in metrics["metrics"].items():
-        table.add_row(name, _fmt(m["value"]), _fmt(m["stderr"]), str(m["n"]))
+    for name, m in run.metrics.metrics.items():
+        table.add_row(name, _fmt(m.value), _fmt(m.stderr), str(m.n))
     console = Console()
     console.print(table)
-    counts = run.get("counts", {})
+    counts = header.counts
     console.print(f"[dim]{folder}  ·  generated {counts.get('generated', 0)}, "
                   f"cached {counts.get('cached', 0)}, resumed {counts.get('resumed', 0)}[/dim]")
 

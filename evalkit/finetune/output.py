@@ -62,25 +62,18 @@ class Log:
     def progress(self, total: int, done: int, method: str
                  ) -> Iterator[Callable[[float, float], None]]:
         """A rich progress bar; yields ``advance(loss, tokens_per_second)``."""
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import TextColumn
+
+        from evalkit.progress import progress_bar
 
         if self.enabled and not self.console.is_terminal:
             yield self._plain_progress(total, done, method)  # logs: a line every 5% instead
             return
-        bar = Progress(
-            TextColumn(f"[bold]{method}[/bold]"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
-            TimeElapsedColumn(), TimeRemainingColumn(),
-            console=self.console, disable=not self.enabled,
-        )
-        task = bar.add_task("steps", total=total, completed=done, loss="-", speed="-")
+        bar = progress_bar(TextColumn("loss {task.fields[loss]}"),
+                           TextColumn("{task.fields[speed]} tok/s"), remaining=True,
+                           enabled=self.enabled, out=self.console)
+        task = bar.add_task(f"[bold]{method}[/bold]", total=total, completed=done, loss="-",
+                            speed="-")
 
         def advance(loss: float, tokens_per_second: float) -> None:
             bar.update(task, advance=1, loss=f"{loss:.4f}", speed=f"{tokens_per_second:.0f}")

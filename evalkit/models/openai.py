@@ -37,11 +37,14 @@ class OpenAIBackend(Backend):
             served = [m.id for m in client.models.list()]
         except openai.APIError as exc:
             raise EvalkitError(f"cannot reach the server at {base_url}: {exc}") from None
-        model = served_model_name or (served[0] if served else "")
+        # One server may serve both sides of a comparison: each checkpoint asks for its own name.
+        model = served_model_name or (checkpoint.spec if checkpoint.spec in served
+                                      else served[0] if served else "")
         if model not in served:
             raise EvalkitError(f"server at {base_url} does not serve '{model}' (serves: {served})")
         if len(adapter_model_names) != len(adapters):
-            raise EvalkitError("name each adapter's served model (--adapter-model-name)")
+            raise EvalkitError("the openai backend serves one model per checkpoint; evaluate an "
+                               "adapter served by the server under its served name instead")
         return cls(name="openai", version=f"openai=={metadata.version('openai')}",
                    options={"base_url": base_url, "model": model, "concurrency": concurrency},
                    client=client, model=model, concurrency=concurrency,

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evalkit.errors import EvalkitError
-from evalkit.scoring import Metric, Score, ScoreInput, Scorer, register_scorer
+from evalkit.scoring.base import Metric, Score, ScoreInput, Scorer, register_scorer
 
 NO_CODE = "[no code block]"
 Ks = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]

@@ -39,7 +39,7 @@ import warnings
 
 from pydantic import BaseModel, ConfigDict
 
-from evalkit.scoring import Metric, Score, ScoreInput, Scorer, register_scorer
+from evalkit.scoring.base import Metric, Score, ScoreInput, Scorer, register_scorer
 
 INVALID = "[invalid]"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from evalkit.scoring import Metric, Score, ScoreInput, Scorer, register_scorer
+from evalkit.scoring.base import Metric, Score, ScoreInput, Scorer, register_scorer
 from evalkit.scoring.extract import normalize, regex_extract
 
 

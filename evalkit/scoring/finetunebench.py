@@ -14,7 +14,7 @@ first non-empty line of the response is read (models often add an explanation af
 - ``old_answer,contains`` (update sets, ``old_field: answer_before``): the same test against the
   pre-update fact; the share still answering the OLD fact (lower is better).
 
-``--judge CKPT`` adds ``answer,judge`` from a second model (``evalkit.judge``).
+``--judge CKPT`` adds ``answer,judge`` from a second model (``evalkit.run.judge``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import unicodedata
 
 from pydantic import BaseModel, ConfigDict
 
-from evalkit.scoring import Metric, Score, ScoreInput, Scorer, register_scorer
+from evalkit.scoring.base import Metric, Score, ScoreInput, Scorer, register_scorer
 
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
           "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
@@ -83,7 +83,7 @@ def exact(response: str, gold: str) -> bool:
 class FineTuneBenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     old_field: str | None = None  # update sets: the field holding the pre-update answer
-    judge: dict | None = None  # read by evalkit.judge, not here
+    judge: dict | None = None  # read by evalkit.run.judge, not here
 
 
 class FineTuneBench(Scorer):

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from evalkit.errors import EvalkitError
-from evalkit.scoring import Metric, Score, ScoreInput, Scorer, register_scorer
+from evalkit.scoring.base import Metric, Score, ScoreInput, Scorer, register_scorer
 
 
 @dataclass

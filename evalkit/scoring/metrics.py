@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from evalkit.scoring import Metric
+from evalkit.scoring.base import Metric
 
 
 def per_item_values(samples: Iterable[dict], metric: Metric) -> dict[str, float]:
@@ -21,6 +21,10 @@ def per_item_values(samples: Iterable[dict], metric: Metric) -> dict[str, float]
     if metric.aggregation == "pass@k":
         from evalkit.stats import pass_at_k
 
+        for d, v in by_doc.items():
+            if any(x not in (0.0, 1.0) for x in v):
+                raise ValueError(f"doc '{d}': pass@k needs 0/1 scores under "
+                                 f"'{metric.score_key}'")
         return {d: pass_at_k(len(v), int(sum(v)), metric.k) for d, v in by_doc.items()
                 if len(v) >= metric.k}
     raise ValueError(f"unknown aggregation {metric.aggregation}")

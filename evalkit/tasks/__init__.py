@@ -8,36 +8,16 @@ functions it references as ``module:function``. Users add folders with ``EVALKIT
 from __future__ import annotations
 
 import difflib
-import os
-from functools import cache
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
 from evalkit.paths import data_dir as resolve_data_dir
-from evalkit.paths import resource_dir
+from evalkit.tasks.data import Doc
+from evalkit.tasks.files import _index, list_tasks, task_dirs
 from evalkit.tasks.spec import load_spec
-from evalkit.tasks.task import Doc, Task
+from evalkit.tasks.task import Task
 
 __all__ = ["Doc", "Task", "check_task", "list_tasks", "load_task", "task_dirs"]
-
-
-def task_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("EVALKIT_TASKS_PATH", "").split(os.pathsep) if p]
-    return [*extra, resource_dir("tasks")]
-
-
-@cache
-def _index(dirs: tuple[Path, ...]) -> dict[str, Path]:
-    """name -> file; a file's name is its stem (the `name:` inside must agree)."""
-    found: dict[str, Path] = {}
-    for d in dirs:
-        for f in sorted(d.rglob("*.yaml")) if d.exists() else []:
-            found.setdefault(f.stem, f)
-    return found
-
-
-def list_tasks() -> dict[str, Path]:
-    return dict(sorted(_index(tuple(task_dirs())).items()))
 
 
 def load_task(name: str, data_dir: str | Path | None = None) -> Task:

@@ -10,10 +10,18 @@ import csv
 import gzip
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
 from evalkit.paths import data_dir as default_data_dir
+
+
+@dataclass(frozen=True)
+class Doc:
+    id: str
+    index: int  # position in the full eval split (few-shot draws follow this order)
+    data: dict
 
 
 def load_records(

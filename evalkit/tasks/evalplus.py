@@ -21,13 +21,13 @@ import binascii
 import hashlib
 import json
 import marshal
-import os
 import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evalkit.atomic import write_text_atomic
 from evalkit.errors import EvalkitError
 from evalkit.paths import cache_dir
 from evalkit.paths import data_dir as resolve_data_dir
@@ -314,9 +314,7 @@ def _write(path: Path, task_id: str, refs: dict[str, Reference]) -> None:
     data = {"task_id": task_id, **{p: {"times": list(r.times), "recompute": list(r.recompute),
                                        "expected_b64": r.expected_b64}
                                    for p, r in refs.items()}}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)  # atomic: a concurrent reader sees all of it or nothing
+    write_text_atomic(path, json.dumps(data))  # a concurrent reader sees all of it or nothing
 
 
 def _compute(doc: dict, sandbox) -> dict[str, Reference]:

@@ -25,7 +25,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from evalkit.errors import EvalkitError
-from evalkit.store import GenerationCache, content_key
+from evalkit.run.store import GenerationCache, content_key
 
 if TYPE_CHECKING:
     from evalkit.checkpoints import Checkpoint

@@ -55,7 +55,7 @@ class GenerationSpec(_Strict):
 class ConjugateSpec(BaseModel):
     """This task asks the items of task ``of`` in another way (conjugate prompting): fields
     this file leaves out are taken from ``of``'s file. ``transform`` names a registered doc
-    transform (``evalkit.conjugate``); the rest is that transform's configuration."""
+    transform (``evalkit.tasks.conjugate``); the rest is that transform's configuration."""
 
     model_config = ConfigDict(extra="allow")
     of: str
@@ -158,7 +158,7 @@ def _plain_task_fields(path: Path, name: str) -> dict:
     """The fields of the task a conjugate task is a variant of (next to it, else by name)."""
     plain = path.parent / f"{name}.yaml"
     if not plain.exists():
-        from evalkit.tasks import list_tasks  # the registry imports this module
+        from evalkit.tasks.files import list_tasks
 
         plain = list_tasks().get(name, plain)
     if not plain.exists():

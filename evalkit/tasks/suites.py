@@ -16,7 +16,7 @@ from evalkit.errors import EvalkitError
 
 def suites() -> dict[str, dict]:
     """name -> {"description": str, "tasks": {task or suite: limit or None}}."""
-    from evalkit.tasks import task_dirs
+    from evalkit.tasks.files import task_dirs
 
     found: dict[str, dict] = {}
     for d in task_dirs():

@@ -5,28 +5,21 @@ from __future__ import annotations
 import ast
 import importlib
 from collections import defaultdict
-from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
 import jinja2
 
 from evalkit.errors import EvalkitError
-from evalkit.scoring import Metric, Scorer, make_scorer
-from evalkit.tasks.data import load_records
+from evalkit.scoring import make_scorer
+from evalkit.scoring.base import Metric, Scorer
+from evalkit.tasks.data import Doc, load_records
 from evalkit.tasks.fewshot import sample_shots
 from evalkit.tasks.spec import GenerationSpec, TaskSpec
 
 # Same settings as lm-eval's templates: a missing field is an error, trailing newlines kept.
 _ENV = jinja2.Environment(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=True)
-
-
-@dataclass(frozen=True)
-class Doc:
-    id: str
-    index: int  # position in the full eval split (few-shot draws follow this order)
-    data: dict
 
 
 class Task:
@@ -75,7 +68,7 @@ class Task:
         if len({d.id for d in docs}) != len(docs):
             raise EvalkitError(f"task {self.name}: doc ids are not unique")
         if self.spec.conjugate:
-            from evalkit.conjugate import apply_conjugate
+            from evalkit.tasks.conjugate import apply_conjugate
 
             docs = apply_conjugate(self, docs)
         return docs

@@ -21,30 +21,26 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
 from evalkit import stats as st
-from evalkit.comparison import (
-    Baseline,
-    Comparison,
-    FlippedItem,
-    MetricRow,
+from evalkit.compare.load import (
     RunData,
-    ci_text,
-    compare_runs,
-    delta_text,
-    fmt_p,
     load_comparison,
     load_runs,
-    pair_by_task,
     read_json,
     refuse_duplicate_tasks,
-    value_text,
-    verdict,
 )
+from evalkit.compare.pair import pair_by_task
+from evalkit.compare.render import ci_text, delta_text, fmt_p, value_text
+from evalkit.compare.rows import compare_runs, verdict
+from evalkit.compare.schema import Baseline, Comparison, FlippedItem, MetricRow
 from evalkit.errors import EvalkitError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 PathLike = str | Path
 Status = Literal["pass", "fail", "untested"]
@@ -226,7 +222,7 @@ _STATUS_STYLE = {"pass": "[green]PASS[/]", "fail": "[bold red]FAIL[/]",
                  "untested": "[yellow]UNTESTED[/]"}
 
 
-def gate_table(result: GateResult):  # -> rich.table.Table
+def gate_table(result: GateResult) -> Table:
     from rich.table import Table
 
     table = Table(title=f"evalkit check (max drop {result.max_drop:g} pp, α = {result.alpha}, "
@@ -235,7 +231,7 @@ def gate_table(result: GateResult):  # -> rich.table.Table
                           ("baseline", "right"), ("candidate", "right"), ("Δ", "right"),
                           ("95% CI", "right"), ("p Holm", "right"), ("regressed items", "left"),
                           ("status", "left")):
-        table.add_column(name, justify=justify)
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for g in result.rows:
         r = g.row
         table.add_row(r.task, r.metric, str(r.n_items), value_text(r.metric, r.base),
@@ -339,7 +335,7 @@ def write_junit(result: GateResult | str, path: PathLike) -> Path:
 
 def gate_markdown(result: GateResult) -> str:
     """Markdown for a PR comment: the verdict line, then the comparison's table and items."""
-    from evalkit.comparison import comparison_markdown
+    from evalkit.compare.render import comparison_markdown
 
     if result.failed:
         head = f"**evalkit check: ❌ {len(result.failed)} regression(s) beyond " \

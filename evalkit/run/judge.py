@@ -19,16 +19,22 @@ atomically (temp file + rename): a killed judge pass leaves the run as it was.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from evalkit.models import GenRequest
-from evalkit.store import content_key, load_run, write_json_atomic
+from evalkit.models import Completion, GenRequest
+from evalkit.run.format import (
+    MetricsFile,
+    Run,
+    load_run,
+    write_header,
+    write_metrics,
+    write_samples,
+)
+from evalkit.run.store import GenerationCache, cached_execute, content_key
 
 _VERDICT = re.compile(r"\b(incorrect|correct)\b", re.IGNORECASE)
 MAX_TOKENS = 8
@@ -43,26 +49,26 @@ def judge_verdict(reply: str) -> float | None:
 def judge_runs(folders: Sequence[Path], judge: str, options: Any) -> list[Path]:
     """Judge every run folder whose task has a judge prompt; returns the folders judged."""
     from evalkit.checkpoints import resolve
-    from evalkit.runner import open_backend
+    from evalkit.run.runner import open_backend
     from evalkit.tasks import load_task
 
     jobs = []
     for folder in folders:
-        run, samples, metrics = load_run(folder)
-        task = load_task(run["task"]["name"], options.data_dir)
+        run = load_run(folder)
+        task = load_task(run.header.task.name, options.data_dir)
         config = (task.spec.scorer.model_extra or {}).get("judge")
         if config:
-            jobs.append((folder, run, samples, metrics, task, config))
+            jobs.append((run, task, config))
     if not jobs:
         return []
     checkpoint = resolve(judge)
     with open_backend(checkpoint, options) as backend:
         for job in jobs:
             _judge_one(*job, checkpoint=checkpoint, backend=backend, options=options)
-    return [job[0] for job in jobs]
+    return [job[0].path for job in jobs]
 
 
-def _judge_prompt(task: Any, config: dict) -> dict:
+def _judge_prompt(task: Any, config: dict[str, Any]) -> dict[str, str]:
     root = task.data_dir
     path = Path(config["prompt"]) if root is None else root / config["prompt"]
     if not path.exists():
@@ -71,25 +77,26 @@ def _judge_prompt(task: Any, config: dict) -> dict:
     prompts = json.loads(path.read_text(encoding="utf-8"))
     if config["key"] not in prompts:
         raise EvalkitError(f"{path} has no prompt '{config['key']}'")
-    return prompts[config["key"]]
+    return dict(prompts[config["key"]])
 
 
-def _judge_one(folder: Path, run: dict, samples: list[dict], metrics: dict, task: Any,
-               config: dict, *, checkpoint: Any, backend: Any, options: Any) -> None:
+def _judge_one(run: Run, task: Any, config: dict[str, Any], *, checkpoint: Any, backend: Any,
+               options: Any) -> None:
+    from evalkit.scoring import Metric
     from evalkit.scoring.metrics import aggregate
-    from evalkit.store import GenerationCache
     from evalkit.tasks.chat import ChatTemplate
 
+    folder, samples = run.path, run.samples
     template = _judge_prompt(task, config)
     docs = {d.id: d for d in task.docs()}
     chat = ChatTemplate.load(checkpoint.model_path)
     prompts = []
     for s in samples:
-        doc = docs.get(s["doc_id"])
+        doc = docs.get(s.doc_id)
         if doc is None:
-            raise EvalkitError(f"{folder}: doc {s['doc_id']} is not in task {task.name}")
+            raise EvalkitError(f"{folder}: doc {s.doc_id} is not in task {task.name}")
         fields = {k: task._render(config[k], doc.data) for k in ("question", "context")}
-        user = template["user"].format(answer=task.target(doc), guess=s["completion"].strip(),
+        user = template["user"].format(answer=task.target(doc), guess=s.completion.strip(),
                                        **fields)
         prompts.append(chat.render([{"role": "system", "content": template["system"]},
                                     {"role": "user", "content": user}]))
@@ -101,42 +108,29 @@ def _judge_one(folder: Path, run: dict, samples: list[dict], metrics: dict, task
                         generation={"max_tokens": MAX_TOKENS, "temperature": 0.0})
             for p in prompts]
     cache = GenerationCache() if options.use_cache else None
-    replies: dict[int, str] = {}
-    for i, key in enumerate(keys):
-        cached = cache.get(key) if cache else None
-        if cached:
-            replies[i] = cached[0]["text"]
-    todo = [i for i in range(len(prompts)) if i not in replies]
-    if todo:
-        for k, completions in backend.generate([requests[i] for i in todo]):
-            replies[todo[k]] = completions[0].text
-            if cache:
-                cache.put(keys[todo[k]], [c.__dict__ for c in completions])
-    if cache:
-        cache.close()
+    try:
+        execution = cached_execute(keys, cache, Completion)
+        replies = {i: completions[0].text for i, completions, _ in execution.results(
+            lambda todo: backend.generate([requests[i] for i in todo]))}
+    finally:
+        if cache is not None:
+            cache.close()
+    judged = []
     for i, s in enumerate(samples):
         verdict = judge_verdict(replies[i])
-        s["scores"]["answer,judge"] = 0.0 if verdict is None else verdict
-        s["scores"]["answer,judge_invalid"] = float(verdict is None)
-        s["extracted"] = {**(s.get("extracted") or {}), "judge": replies[i].strip()}
-    from evalkit.scoring import Metric
-
-    added = aggregate(samples, [Metric("answer,judge", "answer,judge"),
-                                Metric("answer,judge_invalid", "answer,judge_invalid",
-                                       higher_is_better=False)])
-    _write_lines(folder / "samples.jsonl", samples)
-    write_json_atomic(folder / "metrics.json",
-                      {**metrics, "metrics": {**metrics["metrics"], **added}})
-    write_json_atomic(folder / "run.json", {**run, "judge": {
+        judged.append(s.model_copy(update={
+            "scores": {**s.scores, "answer,judge": 0.0 if verdict is None else verdict,
+                       "answer,judge_invalid": float(verdict is None)},
+            "extracted": {**(s.extracted or {}), "judge": replies[i].strip()}}))
+    added = aggregate([s.model_dump() for s in judged],
+                      [Metric("answer,judge", "answer,judge"),
+                       Metric("answer,judge_invalid", "answer,judge_invalid",
+                              higher_is_better=False)])
+    write_samples(folder, judged)
+    write_metrics(folder, MetricsFile.model_validate(
+        {**run.metrics.model_dump(), "metrics": {**run.metrics.model_dump()["metrics"], **added}}))
+    write_header(folder, run.header.model_copy(update={"judge": {
         "checkpoint": checkpoint.describe(), "backend": backend.info(),
         "prompt": f"{config['prompt']}#{config['key']}",
         "prompt_hash": content_key(template=template)[:16], "max_tokens": MAX_TOKENS,
-        "metrics": ["answer,judge", "answer,judge_invalid"]}})
-
-
-def _write_lines(path: Path, records: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+        "metrics": ["answer,judge", "answer,judge_invalid"]}}))

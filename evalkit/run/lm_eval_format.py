@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from evalkit.store import SCHEMA_VERSION, RunWriter
+from evalkit.run.format import SCHEMA_VERSION
+from evalkit.run.store import RunWriter
 
 LM_EVAL_MAJOR = "0.4"
 
@@ -161,7 +162,7 @@ def write_run(folder: Path, header: dict, results: dict, task: str, samples: lis
 def import_output_dir(output_dir: Path, out: Path) -> list[Path]:
     """lm-eval 0.4 output (``results_*.json`` + ``samples_<task>_*.jsonl``, written with
     ``--log_samples``) -> one evalkit run folder per task."""
-    from evalkit.store import content_key, read_json
+    from evalkit.run.store import content_key
     from evalkit.tasks.lm_eval import (
         PREFIX,
         config_hash,
@@ -250,7 +251,7 @@ def export_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     lm-eval 0.4's schema (lm-eval's ``make_table`` reads the results)."""
     from datetime import datetime
 
-    from evalkit.store import load_run
+    from evalkit.run.format import load_run
 
     date_id = datetime.now().isoformat().replace(":", "-")
     out_dir.mkdir(parents=True, exist_ok=True)

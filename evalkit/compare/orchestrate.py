@@ -1,7 +1,7 @@
 """Run BASE and TUNED checkpoints on the same tasks, then compare the run folders.
 
 This is the "checkpoints in, comparison out" half of ``evalkit compare``; the statistics live in
-``evalkit.comparison``. Generation goes through the runner's public API only:
+``evalkit.compare.rows``. Generation goes through the runner's public API only:
 
 - ``resolve(spec)`` turns a checkpoint spec into a ``Checkpoint`` (``kind`` "model"/"adapter",
   ``base``, ``fingerprint``, ``path``);
@@ -20,7 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evalkit.comparison import Comparison, compare_runs, load_run, write_comparison
+from evalkit.compare.load import load_run
+from evalkit.compare.render import write_comparison
+from evalkit.compare.rows import compare_runs
+from evalkit.compare.schema import Comparison
+from evalkit.errors import EvalkitError
 
 
 def _is_adapter_of(tuned: Any, base: Any) -> bool:
@@ -33,20 +37,29 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
                         **stats_options: Any) -> Comparison:
     """Run every task on both checkpoints and write ``comparison.json``/``.md`` into ``out``.
 
-    ``options`` is an ``evalkit.runner.RunOptions``; ``stats_options`` go to ``compare_runs``
+    ``options`` is an ``evalkit.run.runner.RunOptions``; ``stats_options`` go to ``compare_runs``
     (alpha, confidence, resamples, seed, continuous_test).
     """
     # Heavy imports (torch, vllm) stay behind these functions.
-    from evalkit.checkpoints import resolve
-    from evalkit.runner import open_backend, run_task
+    from evalkit.checkpoints import remote_checkpoint, resolve
+    from evalkit.run.runner import open_backend, run_task
     from evalkit.tasks import check_task
 
-    base, tuned = resolve(base_spec), resolve(tuned_spec)
+    def side(spec: str) -> Any:
+        try:
+            return resolve(spec)
+        except EvalkitError:
+            if options.backend != "openai":
+                raise
+        # A model only the server has: fingerprinted by server and name (evalkit run does too).
+        return remote_checkpoint(spec, options.backend_options.get("base_url") or "")
+
+    base, tuned = side(base_spec), side(tuned_spec)
     options.validate()
     for task in tasks:  # every task and its data checked before any model loads
         check_task(task, options.data_dir, options.limits.get(task, options.limit))
     folders: dict[str, list[Path]] = {t: [] for t in tasks}
-    if _is_adapter_of(tuned, base):
+    if _is_adapter_of(tuned, base) and options.backend != "openai":
         # One engine for both: the base weights load once; the adapter is a LoRA request.
         with open_backend(base, options, adapters=[tuned]) as backend:
             for task in tasks:
@@ -60,7 +73,7 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
                 for task in tasks:
                     folders[task].append(run_task(checkpoint, task, options, backend=backend))
     if judge:  # grade both sides' answers with a third model (tasks with a judge prompt)
-        from evalkit.judge import judge_runs
+        from evalkit.run.judge import judge_runs
 
         judge_runs([f for both in folders.values() for f in both], judge, options)
     pairs = [(load_run(b), load_run(t)) for b, t in folders.values()]

@@ -15,17 +15,18 @@ from pathlib import Path
 
 from evalkit.checkpoints import Checkpoint
 from evalkit.errors import EvalkitError
-from evalkit.lm_eval_format import write_run
+from evalkit.run.format import SCHEMA_VERSION, read_json
+from evalkit.run.lm_eval_format import write_run
+from evalkit.run.plans import context_length
+from evalkit.run.provenance import now, slug, versions
+from evalkit.run.store import content_key
 from evalkit.models import Backend
-from evalkit.store import SCHEMA_VERSION, content_key, read_json
 from evalkit.tasks import lm_eval
 
 
 def run_lm_eval_task(checkpoint: Checkpoint, name: str, options, backend: Backend) -> Path:
     """``options`` is the runner's ``RunOptions``; ``backend`` is open (started lazily)."""
     from lm_eval.evaluator import evaluate
-
-    from evalkit import runner
 
     if options.n not in (None, 1):
         raise EvalkitError(f"task {name}: --n is set by the lm-eval task (its `repeats`)")
@@ -43,7 +44,7 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options, backend: Backen
     if loglikelihood and options.backend == "openai":
         raise EvalkitError(f"task {name} scores loglikelihoods, which the openai backend cannot; "
                            "use --backend vllm or hf")
-    max_length = runner._context_length(checkpoint, options) - 2 if loglikelihood else 0
+    max_length = context_length(checkpoint, options) - 2 if loglikelihood else 0
     generation = lm_eval.generation_settings(config)
     spec_hash = lm_eval.config_hash(config)
     run_key = content_key(task=name, version=version, spec=spec_hash,
@@ -51,7 +52,7 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options, backend: Backen
                           backend_options=options.backend_options, generation=generation,
                           max_length=max_length, seed=options.seed, limit=limit,
                           include=lm_eval.include_paths())
-    folder = Path(options.out_dir) / name / f"{runner._slug(checkpoint.name)}-{run_key[:10]}"
+    folder = Path(options.out_dir) / name / f"{slug(checkpoint.name)}-{run_key[:10]}"
     if (folder / "run.json").exists():
         done = read_json(folder / "run.json")
         if done.get("run_key") == run_key and done.get("status") == "complete":
@@ -71,8 +72,8 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options, backend: Backen
         "generation": generation, "seed": options.seed, "limit": limit,
         "max_length": max_length or None, "data_dir": None,
         "lm_eval_include": list(lm_eval.include_paths()),
-        "versions": {**runner._versions(), "lm_eval": metadata.version("lm_eval")},
-        "timings": {"started": runner._now()},
+        "versions": {**versions(), "lm_eval": metadata.version("lm_eval")},
+        "timings": {"started": now()},
     }
     t0 = time.perf_counter()
     try:
@@ -86,6 +87,6 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options, backend: Backen
     header["backend"] = backend.info()
     total = round(time.perf_counter() - t0, 3)
     return write_run(folder, header, results, bare, samples, extra={
-        "timings": {**header["timings"], "finished": runner._now(), "total_s": total},
+        "timings": {**header["timings"], "finished": now(), "total_s": total},
         "counts": {"generated": answered[0]},
     })

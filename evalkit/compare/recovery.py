@@ -1,19 +1,6 @@
-"""Conjugate prompting: is a fine-tune's loss forgotten, or only suppressed?
+"""Conjugate-prompt recovery: is a fine-tune's loss forgotten, or only suppressed?
 
-Kotha et al. (2023, "Understanding catastrophic forgetting in language models via implicit
-inference") show that fine-tuning can make a model infer "this is the fine-tuning task" and
-suppress abilities it still has; a *conjugate* prompt (same items, asked in a way far from the
-fine-tuning data, e.g. translated) brings them back. A conjugate task is an ordinary task whose
-file says ``conjugate: {of: <plain task>, transform: <name>}``; it inherits the plain task's
-fields and asks the same items (same doc ids) differently.
-
-Transforms (``transform:``) rewrite the docs; register more with ``@register_conjugate``:
-
-- ``format``: nothing to rewrite, the conjugate file's own prompt fields are the new format;
-- ``translate``: fields replaced from a user-supplied JSONL (``file:``, relative to the data dir
-  or absolute), one object per doc: ``{"doc_id": ..., "<field>": <translated value>, ...}``;
-  docs without a line are left out (so are their pairs in the recovery).
-
+The conjugate tasks themselves (and their transforms) are in ``evalkit.tasks.conjugate``.
 ``recovery(comparison)`` pairs, item by item, the plain and the conjugate task's base-vs-tuned
 deltas of every metric they share:
 
@@ -30,95 +17,19 @@ lies above 0: the ability is still there) / "forgotten" (it does not).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel
 
 from evalkit import stats as st
+from evalkit.compare.rng import row_rng
+from evalkit.compare.schema import Comparison, RecoveryRow
 from evalkit.errors import EvalkitError
 
 if TYPE_CHECKING:
-    from evalkit.comparison import Comparison
-    from evalkit.tasks import Doc, Task
-
-Transform = Callable[["list[Doc]", dict, "Task"], "list[Doc]"]
-TRANSFORMS: dict[str, Transform] = {}
-
-
-def register_conjugate(name: str):
-    """Register ``transform(docs, config, task) -> docs`` under ``name``."""
-
-    def deco(fn: Transform) -> Transform:
-        TRANSFORMS[name] = fn
-        return fn
-
-    return deco
-
-
-def apply_conjugate(task: Task, docs: list[Doc]) -> list[Doc]:
-    spec = task.spec.conjugate
-    if spec is None:
-        return docs
-    if spec.transform not in TRANSFORMS:
-        raise EvalkitError(f"task {task.name}: unknown conjugate transform '{spec.transform}' "
-                           f"(known: {', '.join(sorted(TRANSFORMS))})")
-    return TRANSFORMS[spec.transform](docs, dict(spec.model_extra or {}), task)
-
-
-@register_conjugate("format")
-def _format(docs: list[Doc], config: dict, task: Task) -> list[Doc]:
-    return docs
-
-
-@register_conjugate("translate")
-def _translate(docs: list[Doc], config: dict, task: Task) -> list[Doc]:
-    from evalkit.tasks import Doc
-
-    if not config.get("file"):
-        raise EvalkitError(f"task {task.name}: the translate transform needs `file:` (a JSONL "
-                           "of {\"doc_id\": ..., <field>: <translation>})")
-    path = Path(str(config["file"])).expanduser()
-    if not path.is_absolute():
-        path = (task.data_dir or task.path.parent) / path
-    if not path.exists():
-        raise EvalkitError(f"task {task.name}: translation file {path} not found")
-    translated: dict[str, dict] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            translated[str(row.pop("doc_id"))] = row
-        except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
-            raise EvalkitError(f"{path}:{n} is not a JSON object with a doc_id") from None
-    kept = [Doc(d.id, d.index, {**d.data, **translated[d.id]}) for d in docs
-            if d.id in translated]
-    if not kept:
-        raise EvalkitError(f"task {task.name}: no doc id of {path} is a doc of the task")
-    return kept
-
+    from rich.table import Table
 
 # ------------------------------------------------------------------------------- recovery
-
-
-class RecoveryRow(BaseModel):
-    plain: str  # task names
-    conjugate: str
-    metric: str
-    n_items: int
-    forgetting: float  # mean(base - tuned) on the plain prompt, in the metric's good direction
-    conjugate_loss: float  # the same on the conjugate prompt
-    recovery: float  # forgetting - conjugate_loss, item-paired
-    recovery_ci: tuple[float, float]
-    recovered_share: float | None  # recovery / forgetting, when forgetting > 0
-    recovered_share_ci: tuple[float, float] | None = None
-    p_value: float
-    plain_verdict: str  # the plain task's compare row
-    verdict: Literal["no significant forgetting", "suppressed", "forgotten"]
 
 
 def conjugate_pairs(tasks: list[str]) -> list[tuple[str, str]]:
@@ -175,7 +86,7 @@ def _recovery_row(comparison: Comparison, plain: str, conj: str, metric: str,
     sign = 1.0 if higher_is_better else -1.0
     loss_plain, loss_conj = sign * (bp - tp), sign * (bc - tc)
     d = loss_plain - loss_conj
-    rng = np.random.default_rng([settings.seed, len(docs)])
+    rng = row_rng(settings.seed, plain, conj, metric)
     means = st.bootstrap_means(np.vstack([loss_plain, d]), resamples=settings.resamples,
                                seed=rng)
     alpha = (1 - settings.confidence) / 2
@@ -187,10 +98,12 @@ def _recovery_row(comparison: Comparison, plain: str, conj: str, metric: str,
         ok = means[:, 0] > 0
         if ok.any():
             ratios = means[ok, 1] / means[ok, 0]
-            share_ci = tuple(float(x) for x in np.quantile(ratios, [alpha, 1 - alpha]))
+            q_low, q_high = np.quantile(ratios, [alpha, 1 - alpha])
+            share_ci = (float(q_low), float(q_high))
     p = st.paired_permutation_test(np.zeros_like(d), d, resamples=settings.resamples, seed=rng)
     row = next((r for r in comparison.rows if r.task == plain and r.metric == metric), None)
     plain_verdict = row.verdict if row else "untested"
+    verdict: Literal["no significant forgetting", "suppressed", "forgotten"]
     if plain_verdict != "regressed":
         verdict = "no significant forgetting"
     else:
@@ -226,7 +139,7 @@ def recovery_markdown(rows: list[RecoveryRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def recovery_table(rows: list[RecoveryRow]):  # -> rich.table.Table
+def recovery_table(rows: list[RecoveryRow]) -> Table:
     from rich.table import Table
 
     table = Table(title="forgetting and conjugate-prompt recovery (pp; recovery = forgetting "

@@ -1,0 +1,86 @@
+"""The command-line options shared by the commands: one definition each, so `run`, `compare`
+and `check` spell, document and default them the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_GEN = "Generation"
+_ENGINE = "Engine"
+_STATS = "Statistics"
+
+Tasks = Annotated[str | None, typer.Option(
+    "--tasks", "--task", "-t",
+    help="Comma-separated task or suite names, e.g. humaneval,gsm8k (`evalkit tasks` lists them).")]
+Limit = Annotated[int | None, typer.Option(help="Only the first N items of each task.")]
+DataDir = Annotated[Path | None, typer.Option(
+    help="Local benchmark data [default: $EVALKIT_DATA_DIR, else the HF hub].")]
+Backend = Annotated[str, typer.Option(help="Generation backend: vllm, hf or openai.",
+                                      rich_help_panel=_ENGINE)]
+N = Annotated[int | None, typer.Option("--n", help="Samples per item (pass@k) [default: the "
+                                       "task's].", rich_help_panel=_GEN)]
+Temperature = Annotated[float | None, typer.Option(
+    help="Sampling temperature (needed with --n > 1) [default: the task's].",
+    rich_help_panel=_GEN)]
+TopP = Annotated[float | None, typer.Option(help="Nucleus sampling [default: the task's].",
+                                            rich_help_panel=_GEN)]
+MaxTokens = Annotated[int | None, typer.Option(help="Max new tokens per sample [default: the "
+                                               "task's].", rich_help_panel=_GEN)]
+Seed = Annotated[int, typer.Option(help="Generation seed (sampled decoding).",
+                                   rich_help_panel=_GEN)]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Ignore cached generations.")]
+Sandbox = Annotated[str, typer.Option(help="Code tasks: process | docker | none.")]
+Workers = Annotated[int | None, typer.Option(help="Parallel code executions.")]
+TensorParallel = Annotated[int, typer.Option("--tp", help="vLLM tensor parallel size.",
+                                             rich_help_panel=_ENGINE)]
+MaxModelLen = Annotated[int | None, typer.Option(help="vLLM context length.",
+                                                 rich_help_panel=_ENGINE)]
+Dtype = Annotated[str, typer.Option(help="Model dtype (auto = as stored, float32, bfloat16...).",
+                                    rich_help_panel=_ENGINE)]
+BatchSize = Annotated[int, typer.Option(help="hf backend batch size.", rich_help_panel=_ENGINE)]
+BaseUrl = Annotated[str | None, typer.Option(help="openai backend: server URL (…/v1).",
+                                             rich_help_panel=_ENGINE)]
+ServedModelName = Annotated[str | None, typer.Option(
+    help="openai backend: the model name the server knows [default: the checkpoint's].",
+    rich_help_panel=_ENGINE)]
+Judge = Annotated[str | None, typer.Option(
+    help="Also grade answers with this checkpoint (tasks with a judge prompt: FineTuneBench).")]
+LmEvalInclude = Annotated[str | None, typer.Option(
+    help="Folder(s) of lm-eval task YAMLs for lm_eval:NAME tasks (local data; os.pathsep list).")]
+Alpha = Annotated[float, typer.Option(help="Significance level (Holm-corrected across rows).",
+                                      rich_help_panel=_STATS)]
+ResampleSeed = Annotated[int, typer.Option(help="Seed of the bootstrap/permutation resampling.",
+                                           rich_help_panel=_STATS)]
+
+
+def split_csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def backend_options(backend: str, tp: int, max_model_len: int | None, dtype: str,
+                    batch_size: int, base_url: str | None, served: str | None) -> dict[str, object]:
+    """The engine options of ``backend`` (what run.json records and the cache key includes)."""
+    if backend == "vllm":
+        return {"tensor_parallel_size": tp, "max_model_len": max_model_len, "dtype": dtype}
+    if backend == "hf":
+        return {"batch_size": batch_size, "dtype": dtype}
+    if backend == "openai":
+        return {"base_url": base_url, "served_model_name": served}
+    from evalkit.errors import EvalkitError
+
+    raise EvalkitError(f"unknown backend '{backend}' (choose vllm, hf or openai)")
+
+
+def set_lm_eval_include(paths: str | None) -> None:
+    """--lm-eval-include: lm_eval:NAME tasks also come from these folders. lm-eval's task manager
+    is built deep inside the run, so the folders travel in the environment variable it reads."""
+    if paths:
+        import os
+
+        from evalkit.tasks.lm_eval import INCLUDE_ENV
+
+        os.environ[INCLUDE_ENV] = os.pathsep.join(str(Path(p).resolve())
+                                                  for p in paths.split(os.pathsep) if p)

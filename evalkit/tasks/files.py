@@ -1,0 +1,28 @@
+"""Where task files are found: ``tasks/`` of the checkout and the user's folders."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+from evalkit.paths import resource_dir
+
+
+def task_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("EVALKIT_TASKS_PATH", "").split(os.pathsep) if p]
+    return [*extra, resource_dir("tasks")]
+
+
+@cache
+def _index(dirs: tuple[Path, ...]) -> dict[str, Path]:
+    """name -> file; a file's name is its stem (the `name:` inside must agree)."""
+    found: dict[str, Path] = {}
+    for d in dirs:
+        for f in sorted(d.rglob("*.yaml")) if d.exists() else []:
+            found.setdefault(f.stem, f)
+    return found
+
+
+def list_tasks() -> dict[str, Path]:
+    return dict(sorted(_index(tuple(task_dirs())).items()))
