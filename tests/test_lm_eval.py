@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from test_cli_errors import assert_clean_error, evalkit
 
-from evalkit.runner import RunOptions, open_backend, run_task
 from evalkit.run.format import load_run
+from evalkit.run.runner import RunOptions, open_backend, run_task
 
 lm_eval = pytest.importorskip("lm_eval")
 LM_EVAL_TASKS = Path(lm_eval.__file__).parent / "tasks"
@@ -93,7 +93,7 @@ def _by_doc(samples: list[dict], flt: str) -> dict[int, dict]:
 def test_arc_easy_per_item_equals_lm_evals_hf(reference, ours):
     results, samples, _ = reference
     ref = _by_doc(samples["arc_easy"], "none")
-    run, records, metrics = load_run(ours["arc_easy"])
+    run, records, metrics = load_run(ours["arc_easy"]).dicts()
     assert len(records) == len(ref) == LIMIT
     for r in records:
         s = ref[int(r["doc_id"])]
@@ -110,7 +110,7 @@ def test_arc_easy_per_item_equals_lm_evals_hf(reference, ours):
 
 def test_gsm8k_generations_and_scores_equal_lm_evals_hf(reference, ours):
     _, samples, _ = reference
-    _, records, _ = load_run(ours["gsm8k"])
+    _, records, _ = load_run(ours["gsm8k"]).dicts()
     assert len(records) == LIMIT
     for flt in ("strict-match", "flexible-extract"):
         ref = _by_doc(samples["gsm8k"], flt)
@@ -131,7 +131,7 @@ def test_native_tasks_agree_with_lm_eval_versions_on_the_same_answers(ours):
 
     gsm = load_task("gsm8k")
     docs = gsm.docs(LIMIT)
-    _, records, _ = load_run(ours["gsm8k"])
+    _, records, _ = load_run(ours["gsm8k"]).dicts()
     for doc, r in zip(docs, records, strict=True):
         assert gsm.prompt(doc) == r["prompt"]
         score = gsm.scorer(ScoreInput(doc=doc.data, prompt=r["prompt"],
@@ -139,7 +139,7 @@ def test_native_tasks_agree_with_lm_eval_versions_on_the_same_answers(ours):
         assert score.values == {k: v for k, v in r["scores"].items()}
 
     arc = load_task("arc_easy")
-    _, records, _ = load_run(ours["arc_easy"])
+    _, records, _ = load_run(ours["arc_easy"]).dicts()
     for doc, r in zip(arc.docs(LIMIT), records, strict=True):
         assert arc.prompt(doc) == r["prompt"]
         lls = r["lm_eval"]["resps"]
@@ -152,8 +152,8 @@ def test_native_tasks_agree_with_lm_eval_versions_on_the_same_answers(ours):
 
 
 def test_import_pairs_with_evalkit_run(reference, ours, tmp_path):
-    from evalkit.comparison import compare_runs
     from evalkit.compare.load import load_run as load_pairable
+    from evalkit.compare.rows import compare_runs
 
     _, _, out = reference
     proc = evalkit("import", "lm-eval", str(out), "--out", str(tmp_path / "imported"))
@@ -188,8 +188,9 @@ def test_export_reads_in_lm_eval_and_reimports_to_the_same_run(ours, tmp_path):
     proc = evalkit("import", "lm-eval", str(tmp_path / "exp"), "--out", str(tmp_path / "re"))
     assert proc.returncode == 0, proc.stderr
     for folder in map(Path, proc.stdout.split()):
-        _, records, metrics = load_run(folder)
-        _, original, original_metrics = load_run(ours[folder.parent.name.removeprefix("lm_eval:")])
+        _, records, metrics = load_run(folder).dicts()
+        original_folder = ours[folder.parent.name.removeprefix("lm_eval:")]
+        _, original, original_metrics = load_run(original_folder).dicts()
         assert records == original and metrics == original_metrics
 
 

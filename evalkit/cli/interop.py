@@ -1,5 +1,5 @@
 """`evalkit import lm-eval` and `evalkit export --format lm-eval` (logic in
-evalkit.lm_eval_format; this module only parses, calls and prints)."""
+evalkit.run.lm_eval_format; this module only parses, calls and prints)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from evalkit.run.format import SCHEMA_VERSION
+from evalkit.run.format import SCHEMA_VERSION, RunHeader, Sample, _read_json
 from evalkit.run.store import RunWriter
 
 LM_EVAL_MAJOR = "0.4"
@@ -144,10 +144,11 @@ def write_run(folder: Path, header: dict, results: dict, task: str, samples: lis
     block["task_hash"] = block["task_hash"] or sample_hash(records)
     metrics = metric_specs(block["results"], block["higher_is_better"], records)
     (folder / "samples.jsonl").unlink(missing_ok=True)
-    writer = RunWriter.open(folder, {**header, "schema_version": SCHEMA_VERSION})
+    writer = RunWriter.open(folder, RunHeader.model_validate(
+        {**header, "schema_version": SCHEMA_VERSION}))
     try:
         for r in records:
-            writer.append(r)
+            writer.append(Sample.model_validate(r))
         writer.finish(metrics, {"lm_eval": block, **(extra or {}),
                                 "counts": {"docs": len(records), "samples": len(records),
                                            **(extra or {}).get("counts", {})}})
@@ -177,7 +178,7 @@ def import_output_dir(output_dir: Path, out: Path) -> list[Path]:
         raise EvalkitError(f"{output_dir} holds no lm-eval results_*.json")
     folders = []
     for rf in results_files:
-        results = read_json(rf)
+        results = _read_json(rf)
         if not isinstance(results, dict) or not isinstance(results.get("results"), dict):
             raise EvalkitError(f"{rf} is not an lm-eval results file (no \"results\")")
         version = str(results.get("lm_eval_version") or "")
@@ -189,7 +190,7 @@ def import_output_dir(output_dir: Path, out: Path) -> list[Path]:
             sf = rf.parent / f"samples_{task}_{date_id}.jsonl"
             if not sf.exists():
                 raise EvalkitError(f"{rf.parent} has no samples_{task}_{date_id}.jsonl: rerun "
-                                   "lm-eval with --log_samples to import per-item results")
+                                   "lm-eval with per-sample logging on (its -s option) to import per-item results")
             samples = _read_jsonl(sf)
             run_config = results.get("config") or {}
             model = str(results.get("model_name") or run_config.get("model") or "lm-eval")
@@ -260,7 +261,7 @@ def export_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
                                "n-samples": {}}
     written, models, task_hashes, seconds = [], set(), {}, 0.0
     for run_dir in run_dirs:
-        run, records, metrics = load_run(run_dir)
+        run, records, metrics = load_run(run_dir).dicts()
         name = run["task"]["name"]
         task = name.removeprefix("lm_eval:")
         if task in results["results"]:

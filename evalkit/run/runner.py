@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,10 @@ from evalkit.errors import EvalkitError
 from evalkit.models import Backend, load_backend
 from evalkit.progress import console, progress_bar
 from evalkit.run.format import RunHeader, Sample, repair_samples
+from evalkit.run.plans import GeneratePlan, LoglikelihoodPlan, Pending, make_plan
 from evalkit.run.provenance import now as _now
 from evalkit.run.provenance import slug as _slug
 from evalkit.run.provenance import versions as _versions
-from evalkit.run.plans import GeneratePlan, LoglikelihoodPlan, Pending, make_plan
 from evalkit.run.store import GenerationCache, RunWriter, cached_execute, content_key
 from evalkit.scoring.metrics import aggregate
 from evalkit.tasks import Doc, Task, load_task

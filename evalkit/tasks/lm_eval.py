@@ -2,11 +2,11 @@
 
 lm-eval's own ``TaskManager`` builds the documents, few-shot contexts and requests, and lm-eval's
 own ``evaluate`` applies the filters, ``process_results`` and aggregation. evalkit only answers
-the requests: ``make_lm`` builds an lm-eval ``LM`` that sends them to an evalkit backend (vLLM, hf,
-openai; a LoRA adapter on the base's engine) through evalkit's generation cache, so a killed run
-re-asks nothing it already got. ``evalkit.lm_eval_run`` turns lm-eval's results
-and logged samples into an evalkit run folder; ``evalkit import lm-eval`` uses the same
-conversion on lm-eval's own output files.
+the requests: ``evalkit.run.lm_eval.make_lm`` builds an lm-eval ``LM`` that sends them to an
+evalkit backend (vLLM, hf, openai; a LoRA adapter on the base's engine) through evalkit's
+generation cache, so a killed run re-asks nothing it already got. ``evalkit.run.lm_eval`` turns
+lm-eval's results and logged samples into an evalkit run folder; ``evalkit import lm-eval``
+uses the same conversion on lm-eval's own output files.
 
 A group (``lm_eval:mmlu``) stands for its leaf tasks, one run folder each. User task folders
 (local data: ``dataset_path: json`` + ``dataset_kwargs.data_files``) come from
@@ -19,17 +19,15 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from evalkit.errors import EvalkitError
-from evalkit.run.store import GenerationCache, content_key
+from evalkit.tasks.spec import _hash
 
 if TYPE_CHECKING:
-    from evalkit.checkpoints import Checkpoint
-    from evalkit.models import Backend
+    pass
 
 PREFIX = "lm_eval:"
 INCLUDE_ENV = "EVALKIT_LM_EVAL_INCLUDE"
@@ -118,7 +116,7 @@ def _json_default(obj: object) -> str:
 
 def config_hash(config: dict, fields: Sequence[str] | None = None) -> str:
     picked = {k: v for k, v in config.items() if fields is None or k in fields}
-    return content_key(config=json.loads(json.dumps(picked, default=_json_default)))
+    return _hash({"config": json.loads(json.dumps(picked, default=_json_default))})
 
 
 def prompt_template_hash(config: dict) -> str:
@@ -132,101 +130,3 @@ def generation_settings(config: dict) -> dict:
             "generation_kwargs": config.get("generation_kwargs") if
             config.get("output_type") == "generate_until" else None,
             "repeats": config.get("repeats", 1)}
-
-
-def _split_at_stops(text: str, until: Sequence[str]) -> str:
-    for term in until:  # as lm-eval's HFLM does: cut at each stop sequence in turn
-        if term:
-            text = text.split(term)[0]
-    return text
-
-
-def make_lm(backend: Backend, checkpoint: Checkpoint, *, max_length: int, seed: int,
-            backend_options: dict, max_tokens: int | None = None,
-            temperature: float | None = None, use_cache: bool = True,
-            on_answer: Callable[[], None] | None = None):
-    """An lm-eval ``LM`` whose requests evalkit's backend answers, through evalkit's cache."""
-    from lm_eval.api.model import LM
-
-    from evalkit.models import GenRequest
-    from evalkit.models.base import LoglikelihoodRequest
-
-    adapter = checkpoint if checkpoint.kind == "adapter" else None
-    identity = {"checkpoint": checkpoint.fingerprint, "backend": backend.name,
-                "backend_version": backend.version, "backend_options": backend_options}
-
-    class _LM(LM):
-        def _answer(self, kind: str, requests: list, build: Callable[[tuple, int], Any],
-                    to_lm: Callable[[Any, tuple], Any]) -> list:
-            args = [r.args for r in requests]
-            # Identical requests (lm-eval's `repeats`) are distinct draws: number them.
-            seen: Counter = Counter()
-            keyed = []
-            for a in args:
-                rep = seen[json.dumps(a, sort_keys=True, default=str)]
-                seen[json.dumps(a, sort_keys=True, default=str)] += 1
-                keyed.append((a, rep, content_key(kind=f"lm_eval:{kind}", args=a, rep=rep,
-                                                  max_length=max_length, seed=seed,
-                                                  max_tokens=max_tokens,
-                                                  temperature=temperature, **identity)))
-            store = GenerationCache() if use_cache else None
-            out: list = [None] * len(args)
-            misses = []
-            for i, (a, _, key) in enumerate(keyed):
-                hit = store.get(key) if store is not None else None
-                if hit is not None:
-                    out[i] = to_lm(hit[0], a)
-                else:
-                    misses.append(i)
-            if misses:
-                built = [build(keyed[i][0], keyed[i][1]) for i in misses]
-                call = backend.generate if kind == "generate_until" else backend.loglikelihood
-                for j, result in call(built):
-                    value = result[0].__dict__ if kind == "generate_until" else result.__dict__
-                    i = misses[j]
-                    if store is not None:
-                        store.put(keyed[i][2], [value])
-                    out[i] = to_lm(value, keyed[i][0])
-                    if on_answer is not None:
-                        on_answer()
-            if store is not None:
-                store.close()
-            return out
-
-        def loglikelihood(self, requests, disable_tqdm: bool = False) -> list:
-            return self._answer(
-                "loglikelihood", requests,
-                lambda a, _: LoglikelihoodRequest(context=a[0], continuation=a[1],
-                                                  max_length=max_length, adapter=adapter),
-                lambda v, _: (v["logprob"], v["is_greedy"]))
-
-        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list:
-            return self._answer(
-                "loglikelihood_rolling", requests,
-                lambda a, _: LoglikelihoodRequest(context="", continuation=a[0],
-                                                  max_length=max_length, rolling=True,
-                                                  adapter=adapter),
-                lambda v, _: v["logprob"])
-
-        def generate_until(self, requests, disable_tqdm: bool = False) -> list:
-            def build(a: tuple, rep: int) -> GenRequest:
-                kw = dict(a[1])
-                until = kw.get("until") or []
-                until = [until] if isinstance(until, str) else list(until)
-                sample = bool(kw.get("do_sample", False)) or (temperature or 0) > 0
-                temp = temperature if temperature is not None else float(
-                    kw.get("temperature", 1.0 if sample else 0.0))
-                return GenRequest(
-                    prompt=a[0], max_tokens=max_tokens or int(kw.get("max_gen_toks", 256)),
-                    stop=tuple(until), temperature=temp if sample else 0.0,
-                    top_p=float(kw.get("top_p") or 1.0), n=1,
-                    seed=int(content_key(seed=seed, prompt=a[0], rep=rep)[:8], 16),
-                    adapter=adapter)
-
-            def to_lm(v: dict, a: tuple) -> str:
-                until = a[1].get("until") or []
-                return _split_at_stops(v["text"], [until] if isinstance(until, str) else until)
-
-            return self._answer("generate_until", requests, build, to_lm)
-
-    return _LM()
