@@ -7,7 +7,15 @@ How the command ends (signals, errors, exit codes) is evalkit.cli.exits.
 
 from __future__ import annotations
 
-from evalkit.cli import analyze, compare, finetune, report, run, sandbox  # noqa: F401  (register)
+from evalkit.cli import (  # noqa: F401  (register)
+    analyze,
+    compare,
+    finetune,
+    interop,
+    report,
+    run,
+    sandbox,
+)
 from evalkit.cli.app import app
 
 

@@ -12,7 +12,7 @@ import typer
 
 from evalkit.cli import options as o
 from evalkit.cli.app import app
-from evalkit.cli.options import backend_options
+from evalkit.cli.options import backend_options, set_lm_eval_include
 
 _STATS = "Statistics"
 
@@ -95,6 +95,7 @@ def compare(
         "--allow-same", help="Compare BASE with itself (e.g. to see the noise floor).")
     ] = False,
     config: o.StateDictConfig = None,
+    lm_eval_include: o.LmEvalInclude = None,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired CI (Newcombe for 0/1 items, else
     bootstrap), McNemar/permutation test,
@@ -111,6 +112,7 @@ def compare(
     from evalkit.compare.rows import check_stats_options, compare_paths
     from evalkit.errors import EvalkitError
 
+    set_lm_eval_include(lm_eval_include)
     if continuous_test not in ("permutation", "wilcoxon"):
         raise EvalkitError(f"--continuous-test must be permutation or wilcoxon, "
                            f"not {continuous_test!r}")

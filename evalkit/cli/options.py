@@ -55,6 +55,8 @@ StateDictConfig = Annotated[str | None, typer.Option(
     "TUNED takes BASE's].")]
 Judge = Annotated[str | None, typer.Option(
     help="Also grade answers with this checkpoint (tasks with a judge prompt: FineTuneBench).")]
+LmEvalInclude = Annotated[str | None, typer.Option(
+    help="Folder(s) of lm-eval task YAMLs for lm_eval:NAME tasks (local data; os.pathsep list).")]
 Alpha = Annotated[float, typer.Option(help="Significance level (Holm-corrected across rows).",
                                       rich_help_panel=_STATS)]
 ResampleSeed = Annotated[int, typer.Option(help="Seed of the bootstrap/permutation resampling.",
@@ -80,3 +82,15 @@ def backend_options(backend: str, tp: int, max_model_len: int | None, dtype: str
     from evalkit.errors import EvalkitError
 
     raise EvalkitError(f"unknown backend '{backend}' (choose vllm, hf or openai)")
+
+
+def set_lm_eval_include(paths: str | None) -> None:
+    """--lm-eval-include: lm_eval:NAME tasks also come from these folders. lm-eval's task manager
+    is built deep inside the run, so the folders travel in the environment variable it reads."""
+    if paths:
+        import os
+
+        from evalkit.tasks.lm_eval import INCLUDE_ENV
+
+        os.environ[INCLUDE_ENV] = os.pathsep.join(str(Path(p).resolve())
+                                                  for p in paths.split(os.pathsep) if p)

@@ -9,7 +9,7 @@ import typer
 
 from evalkit.cli import options as o
 from evalkit.cli.app import app
-from evalkit.cli.options import backend_options, split_csv
+from evalkit.cli.options import backend_options, set_lm_eval_include, split_csv
 
 
 @app.command()
@@ -40,6 +40,7 @@ def run(
     judge: o.Judge = None,
     publish: o.Publish = None,
     config: o.StateDictConfig = None,
+    lm_eval_include: o.LmEvalInclude = None,
 ) -> None:
     """Run tasks on one checkpoint and write a run folder per task.
 
@@ -50,6 +51,8 @@ def run(
     """
     from evalkit.errors import EvalkitError
     from evalkit.run.runner import RunOptions, open_backend, run_task
+
+    set_lm_eval_include(lm_eval_include)
 
     options = RunOptions(
         backend=backend, limit=limit, n=n, temperature=temperature, top_p=top_p,
@@ -73,10 +76,10 @@ def run(
     if limit is None:
         options.limits = suite_limits
     checkpoint = _checkpoint(model, backend, base_url, config)
-    from evalkit.tasks import load_task
+    from evalkit.tasks import check_task
 
     for t in tasks:  # validate every task (and its data) before loading a model
-        load_task(t, data_dir).docs(options.limits.get(t, limit))
+        check_task(t, data_dir, options.limits.get(t, limit))
     folders = []
     with open_backend(checkpoint, options) as engine:
         for t in tasks:

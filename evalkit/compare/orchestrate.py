@@ -44,7 +44,7 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
     # Heavy imports (torch, vllm) stay behind these functions.
     from evalkit.checkpoints import remote_checkpoint, resolve
     from evalkit.run.runner import open_backend, run_task
-    from evalkit.tasks import load_task
+    from evalkit.tasks import check_task
 
     def side(spec: str, fallback: Any = None) -> Any:
         try:
@@ -59,7 +59,7 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
     tuned = side(tuned_spec, fallback=base)
     options.validate()
     for task in tasks:  # every task and its data checked before any model loads
-        load_task(task, options.data_dir).docs(options.limit)
+        check_task(task, options.data_dir, options.limits.get(task, options.limit))
     folders: dict[str, list[Path]] = {t: [] for t in tasks}
     if _is_adapter_of(tuned, base) and options.backend != "openai":
         # One engine for both: the base weights load once; the adapter is a LoRA request.

@@ -103,11 +103,18 @@ class Sample(BaseModel):
     scores: dict[str, float]
     execution: dict[str, Any] | None = None
     loglikelihoods: list[dict[str, Any]] | None = None  # loglikelihood tasks only
+    # lm_eval:NAME tasks only (evalkit.run.lm_eval_format): lm-eval's own per-sample record.
+    doc_hash: str | None = None
+    target_hash: str | None = None
+    filtered_resps: dict[str, Any] | None = None
+    lm_eval: dict[str, Any] | None = None
 
     def line(self) -> str:
-        """The JSON line (without newline); ``loglikelihoods`` only where there are some."""
-        return self.model_dump_json(exclude={"loglikelihoods"} if self.loglikelihoods is None
-                                    else None)
+        """The JSON line (without newline); the optional fields only where they are set."""
+        return self.model_dump_json(exclude={f for f in _OPTIONAL if getattr(self, f) is None})
+
+
+_OPTIONAL = ("loglikelihoods", "doc_hash", "target_hash", "filtered_resps", "lm_eval")
 
 
 class MetricValue(BaseModel):

