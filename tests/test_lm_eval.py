@@ -201,7 +201,7 @@ def test_bad_inputs_exit_2_with_one_line(reference, tmp_path, tiny_llama, env):
     (results_file,) = out.rglob("results_*.json")
     (no_samples / results_file.name).write_text(results_file.read_text())
     assert_clean_error(evalkit("import", "lm-eval", str(no_samples), "--out", str(tmp_path / "a")),
-                       "--log_samples", tmp_path / "a")
+                       "per-sample logging", tmp_path / "a")
     old = json.loads(results_file.read_text())
     old["lm_eval_version"] = "0.3.0"
     other = tmp_path / "old"

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalkit.checkpoints import Checkpoint
 from evalkit.errors import EvalkitError
@@ -27,8 +27,12 @@ from evalkit.run.provenance import now, slug, versions
 from evalkit.run.store import GenerationCache, content_key
 from evalkit.tasks import lm_eval
 
+if TYPE_CHECKING:
+    from evalkit.run.runner import RunOptions
 
-def run_lm_eval_task(checkpoint: Checkpoint, name: str, options, backend: Backend) -> Path:
+
+def run_lm_eval_task(checkpoint: Checkpoint, name: str, options: RunOptions,
+                     backend: Backend) -> Path:
     """``options`` is the runner's ``RunOptions``; ``backend`` is open (started lazily)."""
     from lm_eval.evaluator import evaluate
 
@@ -66,7 +70,7 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options, backend: Backen
                          backend_options=options.backend_options, max_tokens=options.max_tokens,
                          temperature=options.temperature, use_cache=options.use_cache,
                          on_answer=lambda: answered.__setitem__(0, answered[0] + 1))
-    header = {
+    header: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "status": "running", "run_key": run_key,
         "task": {"name": name, "version": version, "spec_hash": spec_hash,
                  "prompt_template_hash": lm_eval.prompt_template_hash(config),
@@ -104,9 +108,9 @@ def _split_at_stops(text: str, until: Sequence[str]) -> str:
 
 
 def make_lm(backend: Backend, checkpoint: Checkpoint, *, max_length: int, seed: int,
-            backend_options: dict, max_tokens: int | None = None,
+            backend_options: dict[str, Any], max_tokens: int | None = None,
             temperature: float | None = None, use_cache: bool = True,
-            on_answer: Callable[[], None] | None = None):
+            on_answer: Callable[[], None] | None = None) -> Any:
     """An lm-eval ``LM`` whose requests evalkit's backend answers, through evalkit's cache."""
     from lm_eval.api.model import LM
 
@@ -117,12 +121,13 @@ def make_lm(backend: Backend, checkpoint: Checkpoint, *, max_length: int, seed: 
     identity = {"checkpoint": checkpoint.fingerprint, "backend": backend.name,
                 "backend_version": backend.version, "backend_options": backend_options}
 
-    class _LM(LM):
-        def _answer(self, kind: str, requests: list, build: Callable[[tuple, int], Any],
-                    to_lm: Callable[[Any, tuple], Any]) -> list:
+    class _LM(LM):  # type: ignore[misc]  # lm-eval ships no type hints
+        def _answer(self, kind: str, requests: list[Any],
+                    build: Callable[[tuple[Any, ...], int], Any],
+                    to_lm: Callable[[Any, tuple[Any, ...]], Any]) -> list[Any]:
             args = [r.args for r in requests]
             # Identical requests (lm-eval's `repeats`) are distinct draws: number them.
-            seen: Counter = Counter()
+            seen: Counter[str] = Counter()
             keyed = []
             for a in args:
                 rep = seen[json.dumps(a, sort_keys=True, default=str)]
@@ -132,7 +137,7 @@ def make_lm(backend: Backend, checkpoint: Checkpoint, *, max_length: int, seed: 
                                                   max_tokens=max_tokens,
                                                   temperature=temperature, **identity)))
             store = GenerationCache() if use_cache else None
-            out: list = [None] * len(args)
+            out: list[Any] = [None] * len(args)
             misses = []
             for i, (a, _, key) in enumerate(keyed):
                 hit = store.get(key) if store is not None else None
@@ -144,7 +149,7 @@ def make_lm(backend: Backend, checkpoint: Checkpoint, *, max_length: int, seed: 
                 built = [build(keyed[i][0], keyed[i][1]) for i in misses]
                 call = backend.generate if kind == "generate_until" else backend.loglikelihood
                 for j, result in call(built):
-                    value = result[0].__dict__ if kind == "generate_until" else result.__dict__
+                    value = (result[0] if isinstance(result, list) else result).__dict__
                     i = misses[j]
                     if store is not None:
                         store.put(keyed[i][2], [value])
@@ -155,14 +160,15 @@ def make_lm(backend: Backend, checkpoint: Checkpoint, *, max_length: int, seed: 
                 store.close()
             return out
 
-        def loglikelihood(self, requests, disable_tqdm: bool = False) -> list:
+        def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
             return self._answer(
                 "loglikelihood", requests,
                 lambda a, _: LoglikelihoodRequest(context=a[0], continuation=a[1],
                                                   max_length=max_length, adapter=adapter),
                 lambda v, _: (v["logprob"], v["is_greedy"]))
 
-        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list:
+        def loglikelihood_rolling(self, requests: list[Any],
+                                  disable_tqdm: bool = False) -> list[Any]:
             return self._answer(
                 "loglikelihood_rolling", requests,
                 lambda a, _: LoglikelihoodRequest(context="", continuation=a[0],
@@ -170,8 +176,8 @@ def make_lm(backend: Backend, checkpoint: Checkpoint, *, max_length: int, seed: 
                                                   adapter=adapter),
                 lambda v, _: v["logprob"])
 
-        def generate_until(self, requests, disable_tqdm: bool = False) -> list:
-            def build(a: tuple, rep: int) -> GenRequest:
+        def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+            def build(a: tuple[Any, ...], rep: int) -> GenRequest:
                 kw = dict(a[1])
                 until = kw.get("until") or []
                 until = [until] if isinstance(until, str) else list(until)
@@ -185,7 +191,7 @@ def make_lm(backend: Backend, checkpoint: Checkpoint, *, max_length: int, seed: 
                     seed=int(content_key(seed=seed, prompt=a[0], rep=rep)[:8], 16),
                     adapter=adapter)
 
-            def to_lm(v: dict, a: tuple) -> str:
+            def to_lm(v: dict[str, Any], a: tuple[Any, ...]) -> str:
                 until = a[1].get("until") or []
                 return _split_at_stops(v["text"], [until] if isinstance(until, str) else until)
 

@@ -24,7 +24,7 @@ from evalkit.run.store import RunWriter
 LM_EVAL_MAJOR = "0.4"
 
 
-def _arguments(sample: dict) -> list[list]:
+def _arguments(sample: dict[str, Any]) -> list[list[Any]]:
     """Request arguments as lists: in memory they are tuples, in lm-eval's files
     ``{"gen_args_0": {"arg_0": ..}}``."""
     args = sample.get("arguments") or []
@@ -45,9 +45,9 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str, ensure_ascii=False))
 
 
-def to_records(samples: list[dict]) -> list[dict]:
+def to_records(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """lm-eval's samples (one per doc and filter) -> evalkit samples (one per doc)."""
-    by_doc: dict[Any, list[dict]] = defaultdict(list)
+    by_doc: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for s in samples:
         by_doc[s["doc_id"]].append(s)
     records = []
@@ -84,8 +84,9 @@ def to_records(samples: list[dict]) -> list[dict]:
     return records
 
 
-def metric_specs(task_results: dict, higher_is_better: dict, records: list[dict]
-                 ) -> dict[str, dict]:
+def metric_specs(task_results: dict[str, Any], higher_is_better: dict[str, Any],
+                 records: list[dict[str, Any]]
+                 ) -> dict[str, dict[str, Any]]:
     """metrics.json entries for the metrics compare can pair: numeric per item, and lm-eval's
     aggregate is their mean (acc, exact_match...). Corpus-level ones (perplexity, BLEU) stay in
     run.json's ``lm_eval.results`` only."""
@@ -108,9 +109,9 @@ def metric_specs(task_results: dict, higher_is_better: dict, records: list[dict]
     return out
 
 
-def lm_eval_block(results: dict, task: str) -> dict:
+def lm_eval_block(results: dict[str, Any], task: str) -> dict[str, Any]:
     """What run.json keeps of lm-eval's results for one task (export writes it back)."""
-    return _jsonable({
+    block: dict[str, Any] = _jsonable({
         "task": task,
         "results": results["results"].get(task, {}),
         "config": results.get("configs", {}).get(task, {}),
@@ -120,13 +121,14 @@ def lm_eval_block(results: dict, task: str) -> dict:
         "n-samples": results.get("n-samples", {}).get(task),
         "task_hash": task_hash_of(results, task),
     })
+    return block
 
 
-def task_hash_of(results: dict, task: str) -> str | None:
+def task_hash_of(results: dict[str, Any], task: str) -> str | None:
     return (results.get("task_hashes") or {}).get(task)
 
 
-def sample_hash(records: list[dict]) -> str:
+def sample_hash(records: list[dict[str, Any]]) -> str:
     """lm-eval's ``task_hashes`` entry: sha256 over each logged sample's three hashes."""
     parts = []
     for r in records:
@@ -136,8 +138,9 @@ def sample_hash(records: list[dict]) -> str:
     return hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
-def write_run(folder: Path, header: dict, results: dict, task: str, samples: list[dict],
-              extra: dict | None = None) -> Path:
+def write_run(folder: Path, header: dict[str, Any], results: dict[str, Any], task: str,
+              samples: list[dict[str, Any]],
+              extra: dict[str, Any] | None = None) -> Path:
     """Write (or rewrite) an evalkit run folder from lm-eval's results for ``task``."""
     records = to_records(samples)
     block = lm_eval_block(results, task)
@@ -222,7 +225,7 @@ def import_output_dir(output_dir: Path, out: Path) -> list[Path]:
     return folders
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     out = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -306,7 +309,8 @@ def _lm_eval_version() -> str:
     return metadata.version("lm_eval")
 
 
-def _native_block(task: str, run: dict, records: list[dict], metrics: dict) -> dict:
+def _native_block(task: str, run: dict[str, Any], records: list[dict[str, Any]],
+                  metrics: dict[str, Any]) -> dict[str, Any]:
     """An lm-eval results entry for a native evalkit task ("metric,filter" keys: a metric
     without a filter gets lm-eval's "none")."""
     res: dict[str, Any] = {"alias": task}
@@ -324,7 +328,7 @@ def _native_block(task: str, run: dict, records: list[dict], metrics: dict) -> d
             "n-samples": {"original": len(records), "effective": len(records)}}
 
 
-def _sample_lines(records: list[dict], from_lm_eval: bool) -> list[dict]:
+def _sample_lines(records: list[dict[str, Any]], from_lm_eval: bool) -> list[dict[str, Any]]:
     lines = []
     for r in records:
         if from_lm_eval:
