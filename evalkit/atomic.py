@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import tempfile
 from pathlib import Path
+
+from evalkit import strict_json
 
 
 def write_text_atomic(path: Path, data: str | bytes) -> None:
@@ -14,6 +16,7 @@ def write_text_atomic(path: Path, data: str | bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run's files share its mode
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
@@ -22,6 +25,13 @@ def write_text_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: Path, obj: object, *, indent: int | None = 2) -> None:
-    """``obj`` as standard JSON (NaN refused, not written), atomically."""
-    write_text_atomic(path, json.dumps(obj, indent=indent, default=str, allow_nan=False) + "\n")
+    """``obj`` as standard JSON (NaN and infinities written as null), atomically."""
+    write_text_atomic(path, strict_json.dumps(obj, indent=indent, default=str) + "\n")

@@ -40,3 +40,29 @@ def resource_dir(name: str) -> Path:
         if (root / name).is_dir():
             return root / name
     return project_root() / name
+
+
+def writable_folder(path: Path, option: str) -> Path:
+    """Prove a file can be written in ``path``, so that a bad output folder (a file, read-only,
+    under /proc, a full disk) fails in a second, not after the work. Folders made for the probe
+    are removed again: a command refused later for bad input leaves nothing behind."""
+    import tempfile
+
+    from evalkit.errors import EvalkitError
+
+    made = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path) as probe:
+            probe.write(b"0")
+            probe.flush()
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise EvalkitError(f"{option} {path} is not a writable folder: {reason}") from None
+    finally:
+        for folder in made:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+    return path

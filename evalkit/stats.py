@@ -98,7 +98,15 @@ def bootstrap_means(values: ArrayLike, *, resamples: int = DEFAULT_RESAMPLES,
 
 def bootstrap_ci(values: ArrayLike, *, resamples: int = DEFAULT_RESAMPLES,
                  confidence: float = 0.95, seed: SeedLike = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap CI of the mean over the last axis (vectorised over datasets).
+    """Expanded percentile bootstrap CI of the mean over the last axis (vectorised).
+
+    The plain percentile interval is too narrow at small n: the bootstrap variance is
+    (n - 1)/n of the usual one and the normal quantile ignores the t tail. Hesterberg's (2015)
+    *expanded percentile interval* ("What teachers should know about the bootstrap", The
+    American Statistician 69(4), 371-386, section 4.2) reads the bootstrap quantiles at the
+    tail ``Phi(-sqrt(n / (n - 1)) * t_{n-1, 1 - alpha/2})`` instead of ``alpha / 2``: at n = 20
+    continuous per-item differences go from 92.7% to 94.8% coverage; at n >= 200 it is the
+    percentile interval to within 1%.
 
     Returns ``(low, high)`` with the shape of ``values`` minus its last axis. A dataset whose
     items are all equal gets the degenerate interval ``[mean, mean]``.
@@ -106,7 +114,12 @@ def bootstrap_ci(values: ArrayLike, *, resamples: int = DEFAULT_RESAMPLES,
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     means = bootstrap_means(values, resamples=resamples, seed=seed)
+    n = np.shape(values)[-1]
     tail = (1.0 - confidence) / 2.0
+    if n >= 2:
+        from scipy.stats import norm, t
+
+        tail = float(norm.cdf(-np.sqrt(n / (n - 1)) * t.ppf(1.0 - tail, n - 1)))
     low, high = np.quantile(means, [tail, 1.0 - tail], axis=0)
     return low, high
 
@@ -133,6 +146,93 @@ def paired_bootstrap_ci(base: ArrayLike, tuned: ArrayLike, *, clusters: ArrayLik
     return float(low), float(high)
 
 
+def wilson_interval(successes: ArrayLike, n: ArrayLike, confidence: float = 0.95
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson (1927) score interval for a binomial proportion (vectorised)."""
+    from scipy.stats import norm
+
+    k = np.asarray(successes, dtype=float)
+    n = np.asarray(n, dtype=float)
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+def newcombe_paired_ci(both: ArrayLike, base_only: ArrayLike, tuned_only: ArrayLike,
+                       neither: ArrayLike, confidence: float = 0.95
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """CI of ``p_tuned - p_base`` for paired 0/1 outcomes: Newcombe's (1998) method 10.
+
+    Newcombe, R. G. (1998). Improved confidence intervals for the difference between binomial
+    proportions based on paired data. Statistics in Medicine 17, 2635-2650, method 10 (the
+    "hybrid score" or "square-and-add" interval): the Wilson score limits of the two marginal
+    proportions are combined with the estimated correlation between them,
+
+        L = D - sqrt((p_t - l_t)^2 - 2 phi (p_t - l_t)(u_b - p_b) + (u_b - p_b)^2)
+        U = D + sqrt((p_b - l_b)^2 - 2 phi (p_b - l_b)(u_t - p_t) + (u_t - p_t)^2)
+
+    with ``phi = (AD - BC) / sqrt(product of the four margins)``, where ``AD - BC`` is reduced
+    by n/2 towards 0 when it is positive (Newcombe's continuity correction of phi), and phi = 0
+    when a margin is empty. Counts may be arrays (one interval per dataset). Unlike the
+    percentile bootstrap it never has zero width (b = c = 0 still leaves the Wilson widths).
+    """
+    a, b, c, d = (np.asarray(v, dtype=float) for v in (both, base_only, tuned_only, neither))
+    n = a + b + c + d
+    if np.any(n <= 0):
+        raise ValueError("newcombe_paired_ci needs at least one pair")
+    base_k, tuned_k = a + b, a + c
+    p_b, p_t = base_k / n, tuned_k / n
+    l_b, u_b = wilson_interval(base_k, n, confidence)
+    l_t, u_t = wilson_interval(tuned_k, n, confidence)
+    margins = base_k * (c + d) * tuned_k * (b + d)
+    cross = a * d - b * c
+    cross = np.where(cross > n / 2, cross - n / 2, np.where(cross >= 0, 0.0, cross))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi = np.where(margins > 0, cross / np.sqrt(np.where(margins > 0, margins, 1.0)), 0.0)
+    delta = p_t - p_b
+    dl_t, du_b = p_t - l_t, u_b - p_b
+    dl_b, du_t = p_b - l_b, u_t - p_t
+    low = delta - np.sqrt(np.maximum(dl_t**2 - 2 * phi * dl_t * du_b + du_b**2, 0.0))
+    high = delta + np.sqrt(np.maximum(dl_b**2 - 2 * phi * dl_b * du_t + du_t**2, 0.0))
+    return np.maximum(low, -1.0), np.minimum(high, 1.0)
+
+
+def paired_binary_ci(base: ArrayLike, tuned: ArrayLike, confidence: float = 0.95
+                     ) -> tuple[float, float]:
+    """Newcombe's paired interval of ``mean(tuned - base)`` for 0/1 per-item outcomes."""
+    x = np.asarray(base, dtype=float)
+    y = np.asarray(tuned, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
+        raise ValueError("base and tuned must be non-empty 1-d arrays of the same length")
+    if not is_binary(x, y):
+        raise ValueError("paired_binary_ci needs 0/1 outcomes")
+    b, c = discordant_counts(x, y)
+    a = int(np.sum((x == 1) & (y == 1)))
+    low, high = newcombe_paired_ci(a, b, c, x.size - a - b - c, confidence)
+    return float(low), float(high)
+
+
+def drop_exceeds(drop_pp: float, max_drop_pp: float, *, b: int | None = None,
+                 c: int | None = None, n: int | None = None) -> bool:
+    """Is a drop (percentage points, positive = worse) strictly larger than the tolerance?
+
+    For 0/1 metrics the drop is the exact rational ``100 (b - c) / n`` and is compared with the
+    tolerance as written (``Fraction(str(max_drop_pp))``: 1.0 is exactly 1), so a drop equal to
+    the tolerance is tolerated: n = 4000, b = 40, c = 0 drops exactly 1 pp. For other metrics
+    the float drop must exceed the tolerance by more than 1e-9 pp (round-off of the means).
+    """
+    from fractions import Fraction
+
+    if b is not None and c is not None and n:
+        return Fraction(100 * (b - c), n) > Fraction(repr(float(max_drop_pp)))
+    return drop_pp > max_drop_pp + DROP_TOLERANCE_PP
+
+
+DROP_TOLERANCE_PP = 1e-9
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value from the discordant counts.
 
@@ -155,28 +255,55 @@ def discordant_counts(base: ArrayLike, tuned: ArrayLike) -> tuple[int, int]:
     return int(np.sum((x == 1) & (y == 0))), int(np.sum((x == 0) & (y == 1)))
 
 
+# Exact enumeration up to 2**16 sign patterns (65,536 x 16 signs, ~8 MB); Monte Carlo beyond.
+EXACT_MAX_NONZERO = 16
+
+
 def paired_permutation_test(base: ArrayLike, tuned: ArrayLike, *,
                             resamples: int = DEFAULT_RESAMPLES, seed: SeedLike = 0) -> float:
     """Two-sided sign-flip permutation test of ``mean(tuned - base) == 0``.
 
-    Under no change the sign of each item's difference is exchangeable. scipy enumerates all
-    2**n sign patterns when that is at most ``resamples``, else draws ``resamples`` of them
-    (and counts the observed one, so p is never 0).
-    """
-    d = np.asarray(tuned, dtype=float) - np.asarray(base, dtype=float)
-    if d.ndim != 1:
-        raise ValueError("base and tuned must be 1-d arrays of the same length (paired)")
-    d = d[d != 0]  # zero differences are unchanged by any sign flip
-    if d.size == 0:
-        return 1.0
-    from scipy.stats import permutation_test
+    Under no change the sign of each item's difference is exchangeable; items whose difference
+    is zero are unchanged by any flip and are left out. With m non-zero differences:
 
-    res = permutation_test(
-        (d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
-        vectorized=True, n_resamples=resamples, batch=1_000, alternative="two-sided",
-        rng=_rng(seed),
-    )
-    return float(min(1.0, res.pvalue))
+    - m = 0, or an observed sum that is 0 up to round-off: p = 1 (nothing to explain);
+    - m <= ``EXACT_MAX_NONZERO``: all 2**m sign patterns are enumerated and p is the exact
+      share with ``|sum| >= |observed sum|``;
+    - otherwise ``resamples`` random patterns, p = (1 + hits) / (1 + resamples), the +1 counting
+      the observed pattern so that p is a valid p-value and never 0 (Phipson & Smyth 2010).
+
+    Sums are compared with a tolerance scaled to the data (``1e-9 x`` the largest absolute
+    value), so per-item values such as thirds, whose float sums differ in the last bit between
+    sign patterns that are equal in exact arithmetic, are not counted as more or less extreme.
+    """
+    x = np.asarray(base, dtype=float)
+    y = np.asarray(tuned, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError("base and tuned must be 1-d arrays of the same length (paired)")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("permutation test needs finite per-item values")
+    if resamples < 1:
+        raise ValueError("resamples must be >= 1")
+    scale = max(float(np.abs(x).max(initial=0.0)), float(np.abs(y).max(initial=0.0)))
+    d = y - x
+    d = d[np.abs(d) > 1e-12 * scale]  # zero differences are unchanged by any sign flip
+    m = d.size
+    tol = 1e-9 * scale * max(1.0, m / 1e3)  # float sums of m terms err by ~m * 1e-16 * scale
+    observed = abs(float(d.sum()))
+    if m == 0 or observed <= tol:
+        return 1.0
+    if m <= EXACT_MAX_NONZERO:
+        patterns = np.arange(2 ** m, dtype=np.int64)[:, None]
+        signs = 1.0 - 2.0 * ((patterns >> np.arange(m)) & 1)
+        sums = np.abs(signs @ d)
+        return float(np.mean(sums >= observed - tol))
+    rng = _rng(seed)
+    hits, chunk = 0, max(1, min(resamples, 2_000_000 // m))
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        signs = 1.0 - 2.0 * rng.integers(0, 2, size=(size, m))
+        hits += int(np.count_nonzero(np.abs(signs @ d) >= observed - tol))
+    return (1.0 + hits) / (1.0 + resamples)
 
 
 def wilcoxon_signed_rank(base: ArrayLike, tuned: ArrayLike) -> float:
@@ -195,8 +322,10 @@ def holm(pvalues: ArrayLike) -> np.ndarray:
     """Holm step-down adjusted p-values (family-wise error control under any dependence).
 
     Sorted ascending, the j-th smallest (j = 0..m-1) becomes ``max over i <= j of
-    (m - i) * p_(i)``, capped at 1. Rejecting where the adjusted p < alpha is Holm's procedure
-    at level alpha. NaN entries (untested rows) stay NaN and do not count towards m.
+    (m - i) * p_(i)``, capped at 1. Rejecting where the adjusted p <= alpha is Holm's procedure
+    at level alpha (Holm 1979 rejects while ``p_(j) <= alpha / (m - j)``; statsmodels'
+    ``multipletests(method="holm")`` uses the same ``<=``). NaN entries (untested rows) stay
+    NaN and do not count towards m.
     """
     p = np.asarray(pvalues, dtype=float)
     if p.ndim != 1:

@@ -12,14 +12,22 @@ The client sends one config frame, the runner answers {"ready": ...}; then each 
 Each child, before the program's first line: new session, fds 0-2 replaced and everything else
 closed (the protocol pipes included), uid dropped to the worker's own (root mode; the runner
 emptied the capability bounding set already) and no capability left (checked), the previous
-program's files in /tmp and /dev/shm removed, rlimits set, seccomp filter installed. The pass
-token is written on fd 3 only after the program (tests included) returned. Afterwards every
-process the program left behind is killed and reaped, and the runner checks that none is left
-before it answers.
+program's files in /tmp and /dev/shm removed, rlimits set, seccomp filter installed, and last a
+PEP 578 audit hook (``_arm_audit``), which Python code cannot remove. Afterwards every process
+the program left behind is killed and reaped, and the runner checks that none is left before it
+answers.
 
-What the token does not stop: the program runs in this interpreter, so code that goes looking
-for the token in the runner's own frames or memory can forge it. It stops early exits of every
-kind, printed or guessed tokens, writes on any descriptor and replaced exit functions.
+The pass signal. The runner makes a random token per program after forking the child and sends
+it with the request; the child hands it to the audit hook and drops every other reference, so it
+lives only in the hook's closure, which no frame, module or object the program can walk to holds
+(only ``gc``, ctypes or /proc/self/mem reach it, and the hook reports each of those). The hook
+writes ``P`` + token on the status fd only for the "evalkit.finish" event raised by ``_finish``
+called straight from this child's own ``child_main`` frame, i.e. after the program returned; a
+program calling ``_finish`` itself has its own frames in between. Each attempt to reach outside
+the program (see ``WATCHED``) is written on the status fd at once, before the call returns, as
+``T`` + evidence + newline; the runner reports any of them, and any bytes on that fd it did not
+expect, as ``tampered``. The hook calls nothing the program can rebind (its frame holds the
+token): every function it uses is bound before the program starts.
 """
 
 import base64
@@ -35,7 +43,6 @@ import os
 import resource
 import select
 import signal
-import stat
 import struct
 import sys
 import time
@@ -54,6 +61,7 @@ READY_LEN = 9  # b"R" + the child's setup CPU seconds (big-endian double)
 # The child's setup (mostly removing what the previous program left in /tmp) has its own clock,
 # so a program that leaves a million files behind cannot eat the next program's time limit.
 SETUP_TIMEOUT_S = 60.0
+CPUS = 1.0  # the CPU quota of a worker's cgroup, in cores (cgroups.CPU_QUOTA_US)
 # The modules HumanEval and MBPP programs import (those two import nothing else), loaded once
 # here: that, and not starting an interpreter per program, is the warm start.
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect",
@@ -62,6 +70,23 @@ PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "hea
 # Our own references: a program that replaces os._exit or os.write must not steer us.
 _exit = os._exit
 _write = os.write
+_audit = sys.audit
+_getframe = sys._getframe
+TAMPER_REPORTS = 8  # evidence lines kept per program (a loop of gc calls is one story)
+# Audit events that reach outside the program's own logic, and what each one means.
+WATCHED = {
+    "sys._getframe": "sys._getframe reached the sandbox runner's frames",
+    "sys._current_frames": "sys._current_frames (every thread's frames)",
+    "sys._current_exceptions": "sys._current_exceptions (every thread's frames)",
+    "gc.get_objects": "gc.get_objects (every object of the interpreter)",
+    "gc.get_referrers": "gc.get_referrers",
+    "gc.get_referents": "gc.get_referents",
+    "sys.settrace": "sys.settrace (a tracer can skip lines, asserts included)",
+    "sys.setprofile": "sys.setprofile",
+    "sys.addaudithook": "sys.addaudithook (refused)",
+}
+# Loading these gives raw memory access; the runner drops its own ctypes before the program.
+WATCHED_IMPORTS = ("ctypes", "_ctypes", "cffi", "_cffi_backend")
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
@@ -158,32 +183,63 @@ def _check_no_capabilities():
         _setup_error("capabilities left after dropping privileges")
 
 
-def _remove_tree(path):
-    # Iterative so a deeply nested tree cannot blow the stack; chmod first so 000 dirs go too.
-    stack = [(path, False)]
-    while stack:
-        current, listed = stack.pop()
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _remove_tree(parent_fd, name):
+    """Remove directory ``name`` (in ``parent_fd``) and all under it, at any depth.
+
+    Relative to directory descriptors, one open at a time (up through ".."), so neither
+    PATH_MAX nor the descriptor limit bounds the depth, and nothing recurses. The program is
+    dead by now, so nothing moves under us; symlinks are removed, never followed.
+    """
+    fd = _open_dir(parent_fd, name)
+    names = [name]  # the path from parent_fd down to fd, as names
+    while True:
+        subdir = None
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    subdir = subdir or entry.name
+                else:
+                    os.unlink(entry.name, dir_fd=fd)
+        if subdir is not None:
+            child = _open_dir(fd, subdir)
+            os.close(fd)
+            fd = child
+            names.append(subdir)
             continue
-        if not stat.S_ISDIR(st.st_mode):
-            os.unlink(current)
-        elif listed:
-            os.rmdir(current)
-        else:
-            os.chmod(current, 0o700)
-            stack.append((current, True))
-            stack.extend((os.path.join(current, name), False) for name in os.listdir(current))
+        done = names.pop()
+        if not names:
+            os.close(fd)
+            os.rmdir(done, dir_fd=parent_fd)
+            return
+        up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+        os.close(fd)
+        fd = up
+        os.rmdir(done, dir_fd=fd)
+
+
+def _open_dir(parent_fd, name):
+    os.chmod(name, 0o700, dir_fd=parent_fd)  # a 000 directory cannot be listed, even by owner
+    return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
 
 
 def _fresh_scratch(scratch_dirs):
     # The previous program's files go first: nothing may pass from one program to the next.
     for scratch in scratch_dirs:
-        if not os.path.isdir(scratch):
+        try:
+            fd = os.open(scratch, _DIR_FLAGS)
+        except FileNotFoundError:
             continue
-        for name in os.listdir(scratch):
-            _remove_tree(os.path.join(scratch, name))
+        try:
+            for entry in list(os.scandir(fd)):
+                if entry.is_dir(follow_symlinks=False):
+                    _remove_tree(fd, entry.name)
+                else:
+                    os.unlink(entry.name, dir_fd=fd)
+        finally:
+            os.close(fd)
     work = os.path.join(scratch_dirs[0], "work")
     os.mkdir(work, 0o700)
     os.chdir(work)
@@ -244,6 +300,84 @@ def _print_traceback(exc):
     _flush()
 
 
+def _arm_audit(token, status_fd, main_frame):
+    """Install the audit hook that alone holds the token; see the module's docstring."""
+    # Bound now, so that nothing the program rebinds (os.write, builtins) runs inside the hook.
+    write, fstat, kill, getpid, sigkill = os.write, os.fstat, os.kill, os.getpid, signal.SIGKILL
+    frame_type, text_types = types.FrameType, (str, bytes)
+    runner_globals, finish_code = globals(), _finish.__code__
+    watched, watched_imports = dict(WATCHED), frozenset(WATCHED_IMPORTS)
+    pipe = fstat(status_fd)
+    pipe_id = (pipe.st_dev, pipe.st_ino)
+    status_path = f"/fd/{status_fd}"
+    reports = [0]
+
+    def report(what):
+        if reports[0] >= TAMPER_REPORTS:
+            return
+        reports[0] += 1
+        try:
+            now = fstat(status_fd)
+            same = (now.st_dev, now.st_ino) == pipe_id
+        except OSError:
+            same = False
+        if not same:  # the program moved our channel away first: it gets no chance to go on
+            kill(getpid(), sigkill)
+        line = what.encode("utf-8", "backslashreplace").replace(b"\n", b" ")[:300]
+        write(status_fd, b"T" + line + b"\n")
+
+    def hook(event, args):
+        try:
+            if event == "open":
+                path = args[0]
+                if type(path) in text_types:  # never call a path object's own methods here
+                    text = path.decode("utf-8", "replace") if type(path) is bytes else path
+                    name = text.rstrip("/").rsplit("/", 1)[-1]
+                    if name == "mem" or (text.startswith("/proc/")
+                                         and text.rstrip("/").endswith(status_path)):
+                        report("opened " + text[:200])
+                return
+            if event == "import":
+                if type(args[0]) is str and args[0] in watched_imports:
+                    report("imported " + args[0])
+                return
+            if event == "evalkit.finish":
+                frame = args[0] if args else None
+                if (type(frame) is frame_type and frame.f_code is finish_code
+                        and frame.f_back is main_frame):
+                    write(status_fd, b"P" + token)
+                else:
+                    report("raised the sandbox's finish event itself")
+                return
+            if event[:7] == "ctypes.":
+                report(event + " (raw memory and C calls)")
+                return
+            what = watched.get(event)
+            if what is None:
+                return
+            if event == "sys._getframe":
+                frame = args[0] if args else None
+                if type(frame) is not frame_type or frame.f_globals is not runner_globals:
+                    return  # the program's own frames, or the library's
+                if frame.f_code is finish_code:
+                    return  # _finish marking itself
+            report(what)
+        except Exception:
+            if event == "sys.addaudithook":
+                raise
+            return  # a hook that fails must not break an innocent program
+        if event == "sys.addaudithook":
+            raise RuntimeError("no")  # refuses the new hook; Python swallows the error
+
+    sys.addaudithook(hook)
+
+
+def _drop_ctypes():
+    # The runner used ctypes; the program must import it (and so be seen) to use it.
+    for name in [name for name in sys.modules if name.split(".")[0] in ("ctypes", "_ctypes")]:
+        del sys.modules[name]
+
+
 def _exit_code(code):
     if code is None:
         return 0
@@ -253,7 +387,7 @@ def _exit_code(code):
     return 1
 
 
-def child_main(config, token, request_r, out_w, err_w, status_w):
+def child_main(config, request_r, out_w, err_w, status_w):
     os.setsid()
     devnull = os.open("/dev/null", os.O_RDONLY)
     # Lift every source above the targets first, so no dup2 overwrites one still to be moved.
@@ -264,6 +398,11 @@ def child_main(config, token, request_r, out_w, err_w, status_w):
     os.closerange(REQUEST_FD + 1, 1 << 16)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the runner ignores it
     try:
+        # The kernel's OOM killer must pick the program, never the runner beside it (in a
+        # container both are in one memory cgroup, and memfd pages are in nobody's RSS).
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        os.write(fd, b"1000")
+        os.close(fd)
         if config.get("uid") is not None:
             _become_unprivileged(config["uid"])
         if config.get("isolated"):
@@ -289,7 +428,11 @@ def child_main(config, token, request_r, out_w, err_w, status_w):
     sys.modules["__main__"] = main
     sys.argv = ["program.py"]
     source = request["source"]
+    token = request.pop("token").encode()
     del request, config
+    _drop_ctypes()
+    _arm_audit(token, STATUS_FD, _getframe())
+    del token
     # "Ready": the program's clocks start now. From here on, fd 3 is the program's to abuse.
     _write(STATUS_FD, b"R" + struct.pack(">d", setup_cpu))
     try:
@@ -306,21 +449,77 @@ def child_main(config, token, request_r, out_w, err_w, status_w):
         _print_traceback(exc)
         _exit(1)
     else:
-        _finish(token)  # the only way to the pass token: the program returned
+        _finish()  # the only way to the pass signal: the program returned
     _exit(1)
 
 
-def _finish(token):
+def _finish():
     threading = sys.modules.get("threading")
     if threading is not None:
         threading._shutdown()  # a plain interpreter waits for non-daemon threads, so do we
     _flush()
-    _write(STATUS_FD, b"P" + token)
+    _audit("evalkit.finish", _getframe())  # the hook checks who asks, then writes P + token
     import atexit
 
     atexit._run_exitfuncs()
     _flush()
     _exit(0)
+
+
+# ---------------------------------------------------------------- the worker's cgroup
+
+
+# In a container, the container's own cgroup (its limits set by the engine): CPU time and OOM
+# kills are read from these files, v2 first.
+CONTAINER_CGROUP = (
+    (2, "/sys/fs/cgroup/cpu.stat", "/sys/fs/cgroup/memory.events"),
+    (1, "/sys/fs/cgroup/cpuacct/cpuacct.usage", "/sys/fs/cgroup/memory/memory.oom_control"),
+    (1, "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage", "/sys/fs/cgroup/memory/memory.oom_control"),
+)
+
+
+def _container_cgroup():
+    for version, cpu, oom in CONTAINER_CGROUP:
+        try:
+            return {"version": version, "cpu": os.open(cpu, os.O_RDONLY),
+                    "oom": os.open(oom, os.O_RDONLY)}
+        except OSError:
+            continue
+    return None
+
+
+def _cgroup_baseline(cgroup):
+    """What the runner (and bwrap) hold themselves: added to each program's memory limit."""
+    cgroup["baseline"] = int(os.pread(cgroup["usage"], 64, 0))
+    cgroup["written"] = None
+
+
+def _cgroup_limit(cgroup, limits):
+    """The program's limits; bwrap and the runner are in the cgroup too: two more tasks, and
+    their own memory (measured once) on top."""
+    if "memory" not in cgroup:  # a container's cgroup: the engine sets its limits
+        return
+    wanted = (int(limits["memory_mb"] * 1024 * 1024) + cgroup["baseline"],
+              int(limits["processes"]) + 2)
+    if wanted != cgroup["written"]:
+        os.write(cgroup["memory"], str(wanted[0]).encode())
+        os.write(cgroup["pids"], str(wanted[1]).encode())
+        cgroup["written"] = wanted
+
+
+def _cgroup_cpu(cgroup):
+    """CPU seconds used by every process that was ever in the cgroup."""
+    text = os.pread(cgroup["cpu"], 4096, 0).decode()
+    if cgroup["version"] == 1:
+        return int(text) / 1e9  # cpuacct.usage: nanoseconds
+    fields = dict(line.split() for line in text.splitlines() if line.count(" ") == 1)
+    return int(fields["usage_usec"]) / 1e6
+
+
+def _cgroup_oom_kills(cgroup):
+    text = os.pread(cgroup["oom"], 4096, 0).decode()
+    fields = dict(line.split() for line in text.splitlines() if line.count(" ") == 1)
+    return int(fields.get("oom_kill", 0))
 
 
 # ---------------------------------------------------------------- supervision
@@ -408,7 +607,6 @@ class _Child:
     """A forked child waiting for its program, and the runner's ends of its pipes."""
 
     def __init__(self, config):
-        self.token = os.urandom(16).hex().encode()
         request_r, self.request_w = os.pipe()
         with contextlib.suppress(OSError):  # a request up to 1 MiB is handed over at once
             fcntl.fcntl(self.request_w, fcntl.F_SETPIPE_SZ, 1 << 20)
@@ -418,9 +616,11 @@ class _Child:
         self.pid = os.fork()
         if self.pid == 0:
             try:
-                child_main(config, self.token, request_r, out_w, err_w, status_w)
+                child_main(config, request_r, out_w, err_w, status_w)
             finally:
                 _exit(121)
+        # Made after the fork, so the child's copy of this object never held it.
+        self.token = os.urandom(16).hex()
         for fd in (request_r, out_w, err_w, status_w):
             os.close(fd)
         self.pidfd = os.pidfd_open(self.pid)
@@ -438,9 +638,12 @@ def spawn_child(config):
 def run_one(config, request, child):
     limits = request["limits"]
     pidns = bool(config.get("pidns"))
+    cgroup = config.get("cgroup")
+    if cgroup:
+        _cgroup_limit(cgroup, limits)
     handed = time.monotonic()
     with contextlib.suppress(BrokenPipeError):  # a child that died in setup says why on fd 3
-        write_frame(child.request_w, request)
+        write_frame(child.request_w, {**request, "token": child.token})
     os.close(child.request_w)
     out_r, err_r, st_r = child.out, child.err, child.status
     sinks = {out_r: [], err_r: [], st_r: []}
@@ -451,13 +654,25 @@ def run_one(config, request, child):
     total = 0
     started = None  # when the child said "ready": the program's wall clock starts there
     deadline = handed + SETUP_TIMEOUT_S
-    timed_out = overflow = exited = False
+    timed_out = overflow = exited = cpu_exceeded = False
+    cpu_start = oom_start = 0
+    check_cpu = math.inf  # when the cgroup could next have used up the program's CPU time
     while not (exited or overflow):
         if started is None and sum(map(len, sinks[st_r])) >= READY_LEN:
             started = time.monotonic()
             deadline = started + limits["timeout_s"]
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+            if cgroup:
+                cpu_start, oom_start = _cgroup_cpu(cgroup), _cgroup_oom_kills(cgroup)
+                check_cpu = started + limits["cpu_s"] / CPUS
+        now = time.monotonic()
+        if now >= check_cpu:
+            left = limits["cpu_s"] - (_cgroup_cpu(cgroup) - cpu_start)
+            if left <= 0:
+                cpu_exceeded = True
+                break
+            check_cpu = now + max(0.005, left / CPUS)
+        remaining = min(deadline, check_cpu) - now
+        if now >= deadline:
             timed_out = True
             break
         for fd, _ in poller.poll(remaining * 1000):
@@ -489,32 +704,57 @@ def run_one(config, request, child):
     channel = b"".join(sinks[st_r])
     ready = channel[:1] == b"R" and len(channel) >= READY_LEN
     setup_cpu = struct.unpack(">d", channel[1:READY_LEN])[0] if ready else 0.0
+    cpu_s = max(0.0, usage.ru_utime + usage.ru_stime - setup_cpu)  # the program's process
+    oom_killed = False
+    if cgroup and started is not None:  # every process of the program, children included
+        cpu_s = _cgroup_cpu(cgroup) - cpu_start
+        cpu_exceeded = cpu_exceeded or cpu_s > limits["cpu_s"]
+        oom_killed = _cgroup_oom_kills(cgroup) > oom_start
     return {
         "exit_code": os.waitstatus_to_exitcode(status),
         "wall_s": round(ended - (started or handed), 6),
-        "cpu_s": round(max(0.0, usage.ru_utime + usage.ru_stime - setup_cpu), 6),
+        "cpu_s": round(cpu_s, 6),
+        "cpu_exceeded": cpu_exceeded and ready,
+        "oom_killed": oom_killed,
         "maxrss_kb": usage.ru_maxrss,
         "stdout": b"".join(sinks[out_r]).decode("utf-8", "replace"),
         "stderr": b"".join(sinks[err_r]).decode("utf-8", "replace"),
         "timed_out": timed_out and ready,
         "output_exceeded": overflow or total > cap,
-        "status": _read_status(channel, child.token, timed_out),
+        **_read_status(channel, child.token.encode(), timed_out),
         "leftover_pids": left,
     }
 
 
 def _read_status(data, token, timed_out):
-    """What the status channel says: the setup's fate, then the program's marker."""
+    """What the status channel says: the setup's fate, then the program's markers.
+
+    After "R": ``E`` (SystemExit), ``M`` (MemoryError), ``P`` + token (ran to the end) and the
+    audit hook's ``T`` + evidence + newline, in any order. Anything else was written by the
+    program, which is evidence too.
+    """
     if data.startswith(b"X"):
-        return "setup_error: " + data[1:].decode(errors="replace")
+        return {"status": "setup_error: " + data[1:].decode(errors="replace"), "evidence": []}
     if data[:1] != b"R" or len(data) < READY_LEN:
-        return "setup_timeout" if timed_out else "not_started"
-    rest = data[READY_LEN:]
-    if rest == b"P" + token:
-        return "completed"
-    if rest in (b"", b"E", b"M"):
-        return {b"": "no_signal", b"E": "system_exit", b"M": "memory_error"}[rest]
-    return "tampered"
+        return {"status": "setup_timeout" if timed_out else "not_started", "evidence": []}
+    rest, evidence, markers = data[READY_LEN:], [], set()
+    while rest:
+        kind = rest[:1]
+        if kind == b"T" and b"\n" in rest:
+            line, rest = rest[1:].split(b"\n", 1)
+            evidence.append(line.decode("utf-8", "replace"))
+        elif kind == b"P" and rest[1 : 1 + len(token)] == token:
+            markers.add("P")
+            rest = rest[1 + len(token) :]
+        elif kind in (b"E", b"M"):
+            markers.add(kind.decode())
+            rest = rest[1:]
+        else:
+            evidence.append(f"wrote on the sandbox's status channel: {rest[:60]!r}")
+            break
+    status = ("completed" if "P" in markers else "system_exit" if "E" in markers
+              else "memory_error" if "M" in markers else "no_signal")
+    return {"status": status, "evidence": evidence}
 
 
 # ---------------------------------------------------------------- server
@@ -530,15 +770,21 @@ def serve(once):
     if config.get("uid") is not None:
         _empty_bounding_set()
     _prepare(config)
+    if config.get("container_cgroup"):
+        config["cgroup"] = _container_cgroup()
     if config.get("preload"):
         for name in PRELOAD:
             with contextlib.suppress(ImportError):
                 __import__(name)
     gc.collect()
     gc.freeze()  # keeps forked children from copying the runner's pages when their GC runs
+    if config.get("cgroup") and "usage" in config["cgroup"]:
+        _cgroup_baseline(config["cgroup"])
     write_frame(1, {"ready": True, "pid": os.getpid(), "uid": os.getuid(),
                     "python": sys.version.split()[0]})
     while True:
+        # The last program's child (and its spent token) must not be in the next child's copy.
+        child = None
         child = None if once else spawn_child(config)
         request = read_frame(0)
         if request is None:

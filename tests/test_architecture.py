@@ -8,12 +8,8 @@ from pathlib import Path
 import evalkit
 
 ROOT = Path(evalkit.__file__).parent
-# The one cycle another slice is removing (sandbox slice, issue 13): base.selftest() imports
-# selftest, which builds sandboxes from base.
-KNOWN_CYCLES = [{"evalkit.sandbox.base", "evalkit.sandbox.selftest"}]
+KNOWN_CYCLES: list[set[str]] = []  # none left: the sandbox base<->selftest cycle is gone
 MAX_LINES = 400
-# checkpoints.py belongs to the checkpoint slice (issue 19), which is rewriting it now.
-SIZE_PENDING = {"evalkit.checkpoints"}
 SIZE_REASON = "# size:"  # a module over MAX_LINES says why near its top
 
 
@@ -138,8 +134,6 @@ def test_long_modules_say_why():
     long = []
     for name, path in _modules().items():
         lines = path.read_text(encoding="utf-8").splitlines()
-        if name in SIZE_PENDING:
-            continue
         if len(lines) > MAX_LINES and not any(SIZE_REASON in line for line in lines[:40]):
             long.append(f"{name} ({len(lines)} lines)")
     assert not long, f"modules over {MAX_LINES} lines without a '{SIZE_REASON}' reason: {long}"

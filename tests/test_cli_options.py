@@ -13,8 +13,9 @@ import typer.main
 import evalkit
 from evalkit.cli import app
 
-# Flags of other programs that messages quote (bubblewrap's, in the sandbox's diagnostics).
-FOREIGN = {"--ro-bind"}
+# Flags of other programs that messages quote in the sandbox's diagnostics: bubblewrap's, and
+# systemd-run's (how to get a delegated cgroup).
+FOREIGN = {"--ro-bind", "--user", "--scope"}
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]+")
 
 

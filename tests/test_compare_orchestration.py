@@ -25,7 +25,7 @@ def fake_runner(tmp_path, monkeypatch):
     base = SimpleNamespace(spec="base", name="base", kind="model", base=None, fingerprint="b0")
     events: list[tuple] = []
 
-    def resolve(spec):
+    def resolve(spec, config=None, fallback=None):
         if spec == "base":
             return base
         if spec == "adapter":

@@ -105,7 +105,11 @@ def test_self_comparison_reports_no_change_on_every_row(tmp_path):
             ("code", "pass@1"), ("code", "pass@2"), ("toy", "acc")]
         for row in comp.rows:
             assert row.verdict == "no significant change"
-            assert row.delta == 0 and (row.ci_low, row.ci_high) == (0.0, 0.0)
+            assert row.delta == 0 and row.ci_low <= 0 <= row.ci_high
+            if row.test == "mcnemar-exact":  # Newcombe's interval keeps the Wilson widths
+                assert row.ci_low == -row.ci_high < 0
+            else:  # every bootstrap resample of all-zero differences is 0
+                assert (row.ci_low, row.ci_high) == (0.0, 0.0)
             assert row.p_value == 1.0
             assert row.regressions == row.improvements == []
         assert comp.summary()["no significant change"] == 3
@@ -309,7 +313,7 @@ def test_markdown_summary_is_pr_comment_sized(tmp_path):
     comp = cmp.compare_paths(tmp_path / "b", tmp_path / "t")
     text = cmp.comparison_markdown(comp)
     assert len(text) <= 60_000
-    assert "| toy | `acc` | 600 | 100.0% | 0.0% | -100.0 pp | [-100.0, -100.0] pp |" in text
+    assert "| toy | `acc` | 600 | 100.0% | 0.0% | -100.0 pp | [-100.0, -99.1] pp |" in text
     assert "<details>" in text and "600 regressed items" in text
     assert "more characters" in text  # completions are clipped
 
@@ -381,3 +385,21 @@ def test_cli_compare_bad_input_is_one_line_exit_2(planted, tmp_path, monkeypatch
     unfinished = make_run_folder(tmp_path / "unfinished", BASE, status="running")
     code, _, err = _cli(monkeypatch, capsys, "compare", str(planted[0]), str(unfinished))
     assert code == 2 and "not a finished run" in err and "Traceback" not in err
+
+
+def test_a_tampered_sample_shows_its_status_on_the_flipped_item(tmp_path):
+    # The sandbox scores a tampering program as failed and records why in samples.jsonl; a
+    # reader of the comparison must see that the regression is a tampered sample.
+    outcomes = {str(i): 1.0 for i in range(20)}
+    base = make_run_folder(tmp_path / "base", outcomes, checkpoint="base")
+    tuned = make_run_folder(tmp_path / "tuned", {**outcomes, "7": 0.0}, checkpoint="tuned")
+    lines = (tuned / "samples.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for record in records:
+        if record["doc_id"] == "7":
+            record["execution"] = {"status": "tampered", "evidence": ["gc.get_objects"]}
+    (tuned / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    comp = cmp.compare_paths(base, tuned)
+    item = next(i for i in comp.tasks[0].flipped if i.doc_id == "7")
+    assert item.tuned is not None and item.tuned.execution_status == "tampered"
+    assert "execution: tampered" in cmp.comparison_markdown(comp)

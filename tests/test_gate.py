@@ -290,3 +290,215 @@ def test_cli_check_broken_baseline_exits_2_without_traceback(runs, tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "not valid JSON" in done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+# ---------------------------------------------------------------- the tolerance boundary
+
+
+def _boundary_runs(tmp_path, flipped: int, n: int = 4000, right: int = 1200) -> tuple[Path, Path]:
+    """30.0% of n items right at baseline; the candidate gets `flipped` of them wrong."""
+    base = {str(i): float(i < right) for i in range(n)}
+    cand = {**base, **{str(i): 0.0 for i in range(flipped)}}
+    return (make_run_folder(tmp_path / f"b{flipped}" / "toy", base, checkpoint="base"),
+            make_run_folder(tmp_path / f"c{flipped}" / "toy", cand, checkpoint="cand"))
+
+
+def test_drop_equal_to_the_tolerance_is_tolerated_both_sides(tmp_path, monkeypatch, capsys):
+    # The issue's case: n = 4000, b = 40, c = 0 is 30.0% -> 29.0%, exactly 1 pp; in floats
+    # 100 * (0.29 - 0.3) is 1.0000000000000009 pp, which used to fail the gate.
+    base, cand = _boundary_runs(tmp_path, 40)
+    assert 100 * (0.3 - 0.29) > 1.0  # the float trap is real
+    result = gate.run_gate(cand, base, max_drop=1.0)
+    (row,) = result.rows
+    assert (row.row.b, row.row.c, row.row.verdict) == (40, 0, "regressed")
+    assert result.exit_code == 0 and "within the 1 pp tolerance" in row.message
+    code, _out, err = _check(monkeypatch, capsys, str(cand), "--baseline", str(base),
+                            "--max-drop", "1.0")
+    assert code == 0, err
+    # Just inside the tolerance on the other side: 0.99 pp tolerated drop, 1 pp drop -> fail.
+    assert gate.run_gate(cand, base, max_drop=0.99).exit_code == 1
+    # One more flipped item: 1.025 pp > 1 pp -> fail.
+    base41, cand41 = _boundary_runs(tmp_path, 41)
+    assert gate.run_gate(cand41, base41, max_drop=1.0).exit_code == 1
+    assert gate.run_gate(cand41, base41, max_drop=1.025).exit_code == 0
+
+
+def test_continuous_drop_at_the_tolerance_uses_the_documented_allowance(tmp_path):
+    # Two samples per item; 80 of 4000 items lose one of two passes: -0.5 each, 1 pp in all.
+    base = {str(i): [1.0, 1.0] if i < 1200 else [0.0, 0.0] for i in range(4000)}
+    for flipped, code in ((80, 0), (81, 1)):
+        cand = {**base, **{str(i): [1.0, 0.0] for i in range(flipped)}}
+        b = make_run_folder(tmp_path / f"b{flipped}" / "toy", base)
+        c = make_run_folder(tmp_path / f"c{flipped}" / "toy", cand)
+        result = gate.run_gate(c, b, max_drop=1.0)
+        assert result.rows[0].row.test == "permutation"
+        assert result.rows[0].row.verdict == "regressed"
+        assert result.exit_code == code, result.rows[0].message
+
+
+def test_drop_exceeds_is_exact_for_counts_and_allows_1e9_pp_otherwise():
+    from evalkit.stats import drop_exceeds
+
+    assert not drop_exceeds(1.0000000000000009, 1.0, b=40, c=0, n=4000)
+    assert drop_exceeds(1.025, 1.0, b=41, c=0, n=4000)
+    assert drop_exceeds(1.0, 0.99, b=40, c=0, n=4000)
+    assert not drop_exceeds(0.1 + 0.2, 0.3, b=3, c=0, n=1000)  # 0.3 pp == 0.3 pp
+    assert not drop_exceeds(1.0 + 5e-10, 1.0) and drop_exceeds(1.0 + 2e-9, 1.0)
+
+
+# --------------------------------------------- malformed inputs: exit 2 + a JUnit error
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    """The real entry point in-process, without pytest fixtures (hypothesis reuses them)."""
+    import contextlib
+    import io
+
+    from evalkit.cli import main
+
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = ["evalkit", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                pytest.raises(SystemExit) as exc:
+            main()
+    finally:
+        sys.argv = argv
+    return exc.value.code or 0, out.getvalue(), err.getvalue()
+
+
+SMALL = {str(i): float(i % 3 != 0) for i in range(30)}
+
+
+def _damage_samples(folder: Path, how: str, value) -> None:
+    path = folder / "samples.jsonl"
+    lines = path.read_bytes().splitlines()
+    i = value[0] % len(lines)
+    if how == "bad utf-8":
+        cut = value[1] % len(lines[i])
+        lines[i] = lines[i][:cut] + value[2] + lines[i][cut:]
+    else:
+        record = json.loads(lines[i])
+        if how == "non-numeric score" or how == "non-finite score":
+            record["scores"]["acc"] = value[1]
+        elif how == "missing field":
+            record.pop(value[1])
+        lines[i] = json.dumps(record).encode()
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def _damage_baseline_file(path: Path, how: str, value) -> None:
+    raw = json.loads(path.read_text())
+    task = raw["tasks"][0]
+    i = value[0] % len(task["doc_ids"])
+    if how == "baseline value":
+        task["metrics"]["acc"]["values"][i] = value[1]
+    elif how == "baseline missing field":
+        del task[value[1]]
+    elif how == "baseline bad utf-8":
+        path.write_bytes(path.read_bytes()[:value[0] % 50] + value[2])
+        return
+    path.write_text(json.dumps(raw))  # json.dumps writes NaN / Infinity as their JS names
+
+
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as hst
+except ImportError:  # pragma: no cover - hypothesis is a pinned dev dependency
+    given = None
+
+_INVALID_UTF8 = hst.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xe2\x82",
+                                  b"\x80abc"]) if given else None
+_DAMAGE = hst.one_of(
+    hst.tuples(hst.just("bad utf-8"), hst.tuples(hst.integers(0, 99), hst.integers(0, 400),
+                                                  _INVALID_UTF8)),
+    hst.tuples(hst.just("non-numeric score"), hst.tuples(
+        hst.integers(0, 99), hst.one_of(hst.sampled_from(["n/a", "", "1.0", "NaN"]), hst.text(),
+                                        hst.lists(hst.integers(), max_size=2),
+                                        hst.dictionaries(hst.text(max_size=3), hst.integers(),
+                                                         max_size=1)))),
+    hst.tuples(hst.just("non-finite score"), hst.tuples(
+        hst.integers(0, 99), hst.sampled_from([float("nan"), float("inf"), float("-inf")]))),
+    hst.tuples(hst.just("missing field"), hst.tuples(
+        hst.integers(0, 99), hst.sampled_from(["doc_id", "sample_idx", "scores", "prompt_hash"]))),
+    hst.tuples(hst.just("baseline value"), hst.tuples(
+        hst.integers(0, 99), hst.one_of(hst.sampled_from([float("nan"), float("inf"), "n/a"]),
+                                        hst.text(min_size=1), hst.lists(hst.integers(), max_size=1)
+                                        ))),
+    hst.tuples(hst.just("baseline missing field"), hst.tuples(
+        hst.integers(0, 99), hst.sampled_from(["doc_ids", "prompt_hashes", "metrics", "task",
+                                               "generation", "version"]))),
+    hst.tuples(hst.just("baseline bad utf-8"), hst.tuples(hst.integers(0, 99), hst.just(0),
+                                                          _INVALID_UTF8)),
+    hst.tuples(hst.just("mismatched items"), hst.tuples(hst.integers(0, 99),
+                                                        hst.booleans())),
+) if given else None
+
+
+def _assert_exit_2_with_junit_error(tmp: Path, args: list[str]) -> str:
+    junit = tmp / "junit.xml"
+    code, out, err = _cli("check", *args, "--junit", str(junit))
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    # The specific cause is named: not the catch-all for unexpected exceptions.
+    assert "could not decide: " not in err, err
+    suite = _check_junit_structure(junit)
+    assert suite.get("errors") == "1" and suite.get("failures") == "0"
+    (case,) = suite.findall("testcase")
+    assert case.find("error") is not None
+    return err
+
+
+@pytest.mark.skipif(given is None, reason="hypothesis is not installed")
+def test_malformed_baselines_and_runs_exit_2_with_a_junit_error():
+    import tempfile
+
+    @settings(max_examples=60, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(damage=_DAMAGE, damage_candidate=hst.booleans())
+    def check_one(damage, damage_candidate):
+        how, value = damage
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            base = make_run_folder(tmp / "base" / "toy", SMALL, checkpoint="base")
+            cand = make_run_folder(tmp / "cand" / "toy", SMALL, checkpoint="cand")
+            baseline: Path = base
+            if how.startswith("baseline"):
+                baseline = gate.write_baseline(base, tmp / "baseline.json")
+                _damage_baseline_file(baseline, how, value)
+            elif how == "mismatched items":
+                docs = dict(SMALL)
+                docs.pop(str(value[0] % len(SMALL)))
+                other = make_run_folder(tmp / "other" / "toy", docs, checkpoint="other")
+                cand, baseline = (other, base) if value[1] else (cand, other)
+            else:
+                _damage_samples(cand if damage_candidate else base, how, value)
+            _assert_exit_2_with_junit_error(tmp, [str(cand), "--baseline", str(baseline)])
+
+    check_one()
+
+
+def test_averaged_metric_with_one_changed_item_is_decided_not_crashed(tmp_path):
+    # 2 samples per item; one item's mean changes: the permutation test has one non-zero
+    # difference (scipy raised "two or more observations" here) -> p = 1, exit 0.
+    two = {str(i): [float(i % 2), 1.0] for i in range(20)}
+    changed = {**two, "3": [0.0, 1.0]}
+    base = make_run_folder(tmp_path / "b" / "toy", two)
+    cand = make_run_folder(tmp_path / "c" / "toy", changed)
+    junit = tmp_path / "junit.xml"
+    code, _out, err = _cli("check", str(cand), "--baseline", str(base), "--junit", str(junit))
+    assert code == 0, err
+    row = gate.run_gate(cand, base).rows[0].row
+    assert (row.test, row.p_value, row.verdict) == ("permutation", 1.0, "no significant change")
+    assert _check_junit_structure(junit).get("errors") == "0"
+    code, _, err = _cli("compare", str(base), str(cand), "--out", str(tmp_path / "cmp"))
+    assert code == 0, err
+
+
+def test_unwritable_junit_path_is_exit_2_not_a_traceback(runs, tmp_path):
+    base = runs("base", BASE)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where a folder is needed
+    code, _, err = _cli("check", str(runs("same", BASE)), "--baseline", str(base),
+                        "--junit", str(blocker / "junit.xml"))
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1

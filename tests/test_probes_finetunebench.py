@@ -28,6 +28,19 @@ NORMALIZE = [
     ("  Yes, he is. ", ["yes", "he", "is"]),
     ("ＡＢＣ", ["abc"]),  # NFKC: full-width letters
     ("", []),
+    # Issue 12: signs kept, unicode minus, number words with and without hyphens, leading-dot
+    # decimals, N/A kept whole (the "a" is not an article there).
+    ("-5", ["-5"]),
+    ("\u22125 degrees", ["-5", "degrees"]),
+    ("minus five", ["-5"]),
+    ("-0.50", ["-0.5"]),
+    ("covid-19", ["covid", "19"]),  # a hyphen between a word and a number is not a sign
+    ("Fifty five", ["55"]),
+    ("fifty-five", ["55"]),
+    ("Ninety", ["90"]),
+    (".5", ["0.5"]),
+    ("0.50", ["0.5"]),
+    ("N/A", ["n/a"]),
 ]
 
 
@@ -56,6 +69,27 @@ MATCH = [
     ("7", "None", False, False),
     ("$1,950", "1,950", True, True),
     ("", "126", False, False),
+    # Issue 12, checked against the paper's definition (its judge prompt: is the guess the
+    # answer?): a different sign is a different number; the same value written another way is
+    # the same answer; an abstention answers a question whose gold answer is None.
+    ("-5", "5", False, False),
+    ("5", "-5", False, False),
+    ("\u22125 degrees", "5 degrees", False, False),
+    ("\u22125 degrees", "-5 degrees", True, True),
+    ("It fell to minus 5 degrees.", "-5 degrees", True, False),
+    ("Fifty five", "55", True, True),
+    ("fifty-five", "55", True, True),
+    ("Fifty five", "fifty-five", True, True),
+    ("fifty", "55", False, False),
+    (".5", "0.5", True, True),
+    ("0.5%", ".5%", True, True),
+    ("5", "0.5", False, False),
+    ("N/A", "None", True, False),
+    ("n/a", "None", True, False),
+    ("Not available", "None", True, False),
+    ("I cannot answer that.", "None", True, False),
+    ("No information.", "None", True, False),
+    ("N/A", "55", False, False),
 ]
 
 

@@ -271,3 +271,90 @@ def test_wilcoxon_on_darwins_zea_mays_data():
 def test_is_binary():
     assert stats.is_binary([0, 1, 1.0], [0.0])
     assert not stats.is_binary([0, 1], [0.5])
+
+
+# ------------------------------------------------- permutation test: every n, every m
+
+
+def test_permutation_test_with_one_non_zero_difference():
+    # scipy's permutation_test raised "each sample must contain two or more observations".
+    assert stats.paired_permutation_test([0, 0, 0, 0, 0], [0, 0, 0, 0, 1.0]) == 1.0
+    assert stats.paired_permutation_test([0.5], [1.0]) == 1.0
+    # Two items both +1: 2 of the 4 sign patterns reach |sum| = 2.
+    assert stats.paired_permutation_test([0, 0, 0], [1.0, 1.0, 0]) == 0.5
+
+
+def test_permutation_test_observed_zero_sum_gives_p_one_despite_round_off():
+    # Thirds: in floats 1/3 + 1/3 - 2/3 is not 0 for every grouping; exactly it is.
+    # Found by search: without the scaled tolerance this gives p = 0.92 (59 of 64 patterns).
+    base = np.array([1, 1, 2, 2, 1, 0, 3, 2]) / 3
+    tuned = np.array([0, 3, 2, 0, 2, 2, 0, 3]) / 3
+    assert sum(Fraction(int(v), 3) for v in np.round(3 * (tuned - base))) == 0
+    assert stats.paired_permutation_test(base, tuned) == 1.0
+    many = np.tile(base, 50)  # 300 items, 300 non-zero differences: the Monte Carlo branch
+    assert stats.paired_permutation_test(many, np.tile(tuned, 50)) == 1.0
+
+
+def test_permutation_test_exact_enumeration_matches_brute_force_up_to_the_cutoff():
+    rng = np.random.default_rng(11)
+    for m in (2, 5, 9, stats.EXACT_MAX_NONZERO):
+        d = rng.choice([-1, -0.5, 0.5, 1, 1 / 3], size=m)
+        p = stats.paired_permutation_test(np.zeros(m), d)
+        if m <= 12:
+            assert p == pytest.approx(_sign_flip_p(list(d)), abs=1e-12)
+        assert p * 2**m == pytest.approx(round(p * 2**m))  # a count over 2**m patterns
+
+
+def test_permutation_test_monte_carlo_has_the_plus_one_correction():
+    d = np.ones(40)  # every random pattern has |sum| < 40 except the all-plus/all-minus ones
+    p = stats.paired_permutation_test(np.zeros(40), d, resamples=1_000, seed=3)
+    assert p == pytest.approx(1 / 1_001)  # never 0: the observed pattern counts
+    # Just above the exact cutoff the Monte Carlo p agrees with full enumeration within its
+    # sampling error (2**17 patterns, enumerated here independently with itertools).
+    rng = np.random.default_rng(5)
+    m = stats.EXACT_MAX_NONZERO + 1
+    d = rng.normal(0.3, 1, m)
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=m)))
+    exact = float(np.mean(np.abs(signs @ d) >= abs(d.sum()) - 1e-12))
+    p = stats.paired_permutation_test(np.zeros(m), d, resamples=20_000, seed=2)
+    assert abs(p - exact) < 4 * np.sqrt(exact * (1 - exact) / 20_000) + 1e-4
+    assert p == stats.paired_permutation_test(np.zeros(m), d, resamples=20_000, seed=2)
+
+
+def test_permutation_test_refuses_non_finite_values():
+    with pytest.raises(ValueError, match="finite"):
+        stats.paired_permutation_test([0.0, 1.0], [np.nan, 1.0])
+
+
+# ------------------------------------------------------------------------- Holm boundary
+
+
+def test_holm_rejects_at_p_adjusted_equal_to_alpha():
+    from evalkit.compare.rows import verdict
+    from evalkit.compare.schema import MetricRow
+
+    adjusted = stats.holm([0.025, 0.5])
+    assert adjusted[0] == 0.05  # 2 * 0.025, exact in binary floating point
+    row = MetricRow(task="t", metric="acc", aggregation="mean", n_items=100, base=0.5,
+                    tuned=0.4, delta=-0.1, p_value=0.025, p_holm=float(adjusted[0]))
+    assert verdict(row, 0.05) == "regressed"  # Holm (1979) and statsmodels: p_adj <= alpha
+    assert verdict(row, 0.0499) == "no significant change"
+    # The sequential procedure agrees at the boundary: p_(1) = 0.025 <= 0.05 / 2.
+    assert _holm_procedure_rejects(np.array([0.025, 0.5]), 0.05).tolist() == [True, False]
+
+
+def test_conjugate_recovery_with_one_non_zero_difference_in_differences(tmp_path):
+    # The audit's crash: exactly one item of the difference-in-differences is non-zero.
+    from evalkit.compare.recovery import recovery
+    from evalkit.compare.rows import compare_paths
+    from evalkit.testing import make_run_folder
+
+    items = {str(i): 1.0 for i in range(12)}
+    lost = {**items, "0": 0.0}  # the tuned model loses item 0 on the plain prompt only
+    for side, plain in (("base", items), ("tuned", lost)):
+        make_run_folder(tmp_path / side / "plain", plain, task="plain", checkpoint=side)
+        make_run_folder(tmp_path / side / "conj", items, task="conj", checkpoint=side)
+    comparison = compare_paths(tmp_path / "base", tmp_path / "tuned")
+    (row,) = recovery(comparison, pairs=[("plain", "conj")])
+    assert row.recovery == pytest.approx(1 / 12) and row.p_value == 1.0
+    assert row.verdict == "no significant forgetting"

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalkit import strict_json
 from evalkit.analysis import intruders, spectral
 from evalkit.analysis.weights import (
     WeightSource,
@@ -174,7 +175,7 @@ def _write_checkpoint(out: Path, tuned: Checkpoint, tuned_src: WeightSource,
         write_safetensors(tmp / "model.safetensors", specs, stream())
         _copy_model_files(tuned, tmp)
         record = {"created": datetime.now(UTC).isoformat(timespec="seconds"), **manifest()}
-        (tmp / MANIFEST).write_text(json.dumps(record, indent=2, default=str))
+        (tmp / MANIFEST).write_text(strict_json.dumps(record, indent=2, default=str))
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

@@ -2,35 +2,25 @@
 
 Each command group lives in its own module and registers on the shared ``app``. Heavy imports
 (torch, vllm, transformers) happen inside command bodies so ``evalkit --help`` stays fast.
+How the command ends (signals, errors, exit codes) is evalkit.cli.exits.
 """
 
 from __future__ import annotations
 
-import sys
-
-from evalkit.cli import analyze, compare, finetune, merge, run, sandbox  # noqa: F401  (register)
+from evalkit.cli import (  # noqa: F401  (register)
+    analyze,
+    compare,
+    finetune,
+    interop,
+    merge,
+    report,
+    run,
+    sandbox,
+)
 from evalkit.cli.app import app
 
 
-def _terminate(signum: int, frame: object) -> None:
-    # SIGTERM's default kills this process at once, and the vLLM engine's worker processes
-    # live on, holding memory and cores. Raising unwinds the `with` blocks, which close it.
-    raise KeyboardInterrupt
-
-
 def main() -> None:
-    import signal
+    from evalkit.cli.exits import run_command
 
-    from evalkit.errors import EvalkitError
-
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        app()
-    except EvalkitError as exc:
-        message = " ".join(str(exc).split())
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted: finished items are saved; rerun the same command to resume",
-              file=sys.stderr)
-        sys.exit(130)
+    run_command(app)

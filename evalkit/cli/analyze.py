@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from evalkit.cli.app import app
+from evalkit.cli.options import StateDictConfig
 from evalkit.errors import EvalkitError
 
 _DEVICE = typer.Option(help="cpu or cuda (SVDs on the GPU in float32; same code path).")
@@ -26,7 +27,8 @@ def _split(value: str | None) -> list[str] | None:
 
 @app.command()
 def analyze(
-    base: Annotated[str, typer.Argument(help="BASE checkpoint (folder, adapter, .gguf, hub id, "
+    base: Annotated[str, typer.Argument(help="BASE checkpoint (folder, adapter, .gguf, "
+                                             ".ckpt/.pt state dict, hub id, "
                                              "builtin:smollm2-135m).")],
     tuned: Annotated[str, typer.Argument(help="TUNED checkpoint (a LoRA adapter is merged per "
                                               "matrix in memory).")],
@@ -57,6 +59,7 @@ def analyze(
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/analyze/"
                                                   "TUNED-vs-BASE).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    config: StateDictConfig = None,
 ) -> None:
     """How did the fine-tune change the weights? Intruder dimensions, ΔW ranks, TuCo."""
     from rich.console import Console
@@ -64,8 +67,12 @@ def analyze(
     from evalkit.checkpoints import resolve
 
     console = Console()
-    base_ckpt, tuned_ckpt = resolve(base), resolve(tuned)
+    base_ckpt = resolve(base, config=config)
+    tuned_ckpt = resolve(tuned, config=config, fallback=base_ckpt)
     out = out or Path("runs") / "analyze" / f"{tuned_ckpt.name}-vs-{base_ckpt.name}"
+    from evalkit.paths import writable_folder
+
+    writable_folder(out, "--out")
     if tuco:
         _tuco(base_ckpt, tuned_ckpt, task, prompts, limit, device, out, quiet, console)
         return
@@ -129,6 +136,7 @@ def edit(
     device: Annotated[str, _DEVICE] = "cpu",
     dtype: Annotated[str, _DTYPE] = "float32",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    config: StateDictConfig = None,
 ) -> None:
     """Write an edited checkpoint (intruder scaling, LiNeS, graft) for `compare` to measure."""
     from rich.console import Console
@@ -142,7 +150,11 @@ def edit(
                            "--graft-fraction")
     if lines_beta is not None and lines_alpha is None:
         raise EvalkitError("--lines-beta goes with --lines-alpha")
-    base_ckpt, tuned_ckpt = resolve(base), resolve(tuned)
+    from evalkit.paths import writable_folder
+
+    writable_folder(out.absolute().parent, "the folder of --out")
+    base_ckpt = resolve(base, config=config)
+    tuned_ckpt = resolve(tuned, config=config, fallback=base_ckpt)
     console = Console()
     if scale_intruders is not None:
         m = ed.scale_intruders(base_ckpt, tuned_ckpt, out, lam=scale_intruders, k=k,

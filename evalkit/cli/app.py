@@ -1,5 +1,7 @@
 """The typer application object every command module registers on."""
 
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
@@ -9,3 +11,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from evalkit import __version__
+
+        print(f"evalkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print evalkit's version and exit.")] = False,
+) -> None:
+    pass

@@ -4,6 +4,7 @@ calls and prints)."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,7 @@ import typer
 
 from evalkit.cli import options as o
 from evalkit.cli.app import app
-from evalkit.cli.options import backend_options
+from evalkit.cli.options import backend_options, set_lm_eval_include
 
 _STATS = "Statistics"
 
@@ -29,6 +30,14 @@ def _console():
     console = Console()
     # Piped into a CI log, rich assumes 80 columns and squashes the table; logs have room.
     return console if console.is_terminal else Console(width=180)
+
+
+def _same(base: str, tuned: str) -> bool:
+    """The same checkpoint or run folder, however spelled (./x, x/, an absolute path)."""
+    if base == tuned:
+        return True
+    a, b = Path(base).expanduser(), Path(tuned).expanduser()
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
 def _slug(text: str) -> str:
@@ -56,6 +65,7 @@ def compare(
                         ] = Path("runs"),
     no_cache: o.NoCache = False,
     sandbox: o.Sandbox = "process",
+    allow_weaker_isolation: o.AllowWeakerIsolation = False,
     workers: o.Workers = None,
     tensor_parallel_size: o.TensorParallel = 1,
     max_model_len: o.MaxModelLen = None,
@@ -80,11 +90,18 @@ def compare(
     tuco: Annotated[bool, typer.Option(
         "--tuco", help="Also report each task's mean TuCo (tuning contribution, transformers).")
     ] = False,
+    publish: o.Publish = None,
+    allow_same: Annotated[bool, typer.Option(
+        "--allow-same", help="Compare BASE with itself (e.g. to see the noise floor).")
+    ] = False,
+    config: o.StateDictConfig = None,
+    lm_eval_include: o.LmEvalInclude = None,
     shard: o.Shard = None,
     ray: o.Ray = None,
     replicas: o.Replicas = 1,
 ) -> None:
-    """Pair BASE and TUNED item by item: Δ, paired bootstrap CI, McNemar/permutation test,
+    """Pair BASE and TUNED item by item: Δ, paired CI (Newcombe for 0/1 items, else
+    bootstrap), McNemar/permutation test,
     Holm-corrected verdicts, and the items that flipped. Always exits 0 on success; gate CI with
     `evalkit check`.
 
@@ -98,12 +115,18 @@ def compare(
     from evalkit.compare.rows import check_stats_options, compare_paths
     from evalkit.errors import EvalkitError
 
+    set_lm_eval_include(lm_eval_include)
     if continuous_test not in ("permutation", "wilcoxon"):
         raise EvalkitError(f"--continuous-test must be permutation or wilcoxon, "
                            f"not {continuous_test!r}")
     stats_options = {"alpha": alpha, "confidence": confidence, "resamples": resamples,
                      "seed": resample_seed, "continuous_test": continuous_test}
     check_stats_options(**stats_options)
+    if _same(base, tuned):
+        if not allow_same:
+            raise EvalkitError(f"BASE and TUNED are the same ({base}): every Δ would be 0; "
+                               "pass --allow-same to compare it with itself anyway")
+        print(f"warning: comparing {base} with itself (--allow-same)", file=sys.stderr)
     task_names = _task_list(tasks)
     suite_limits: dict[str, int] = {}
     if task_names:  # a suite name stands for its tasks (and their default limits)
@@ -120,22 +143,28 @@ def compare(
             if not is_run_source(value):
                 raise EvalkitError(f"--runs: {side} {value} is not a run folder, a folder of "
                                    "run folders or a comparison.json")
-        if any(v is not None for v in (limit, n, temperature, top_p, max_tokens, judge, shard,
-                                       ray)) or tuco:
+        if any(v is not None for v in (limit, n, temperature, top_p, max_tokens, judge, config,
+                                       shard, ray)) or tuco:
             raise EvalkitError("--limit, --n, --temperature, --top-p, --max-tokens, --judge, "
-                               "--tuco, --shard and --ray "
+                               "--config, --tuco, --shard and --ray "
                                "apply when running checkpoints; these run folders are already "
                                "finished")
-        comparison = compare_paths(base, tuned, task_names, **stats_options)
-        out = out or Path("out") / "compare" / (
-            f"{_slug(comparison.base_label)}-vs-{_slug(comparison.tuned_label)}")
-        json_path, md_path = write_comparison(comparison, out)
+        try:
+            comparison = compare_paths(base, tuned, task_names, **stats_options)
+            out = out or Path("out") / "compare" / (
+                f"{_slug(comparison.base_label)}-vs-{_slug(comparison.tuned_label)}")
+            json_path, md_path = write_comparison(comparison, out)
+        except EvalkitError:
+            raise
+        except Exception as exc:  # bad input is one line and exit 2, never a traceback
+            raise EvalkitError(f"compare failed: {type(exc).__name__}: {exc}") from None
     else:
         if not task_names:
             raise EvalkitError("--tasks is required when BASE and TUNED are checkpoints "
                                "(e.g. --tasks humaneval,gsm8k)")
         # The runner owns generation; it is imported only on this path (torch, vllm).
         from evalkit.compare.orchestrate import compare_checkpoints, resolve_pair, run_pair
+        from evalkit.paths import writable_folder
         from evalkit.run.runner import RunOptions
         from evalkit.scale.shard import parse_shard
 
@@ -143,6 +172,7 @@ def compare(
                  "top_p": top_p, "max_tokens": max_tokens, "data_dir": data_dir, "seed": seed}
         options = RunOptions(**{k: v for k, v in given.items() if v is not None},
                              out_dir=runs_dir, use_cache=not no_cache, sandbox=sandbox,
+                             allow_weaker_isolation=allow_weaker_isolation,
                              workers=workers, limits={} if limit is not None else suite_limits,
                              backend_options=backend_options(
                                  backend, tensor_parallel_size, max_model_len, dtype, batch_size,
@@ -150,16 +180,19 @@ def compare(
                              shard=parse_shard(shard) if shard else None, ray=ray,
                              replicas=replicas)
         if shard:  # a shard's items alone are not comparable: run them, merge later
-            if judge or tuco:
-                raise EvalkitError("--judge and --tuco need whole runs: merge the shards, then "
-                                   "`evalkit compare --runs`")
-            pair = resolve_pair(base, tuned, options)
+            if judge or tuco or publish is not None:
+                raise EvalkitError("--judge, --tuco and --publish need whole runs: merge the "
+                                   "shards, then `evalkit compare --runs`")
+            writable_folder(runs_dir, "--runs-dir")
+            pair = resolve_pair(base, tuned, options, config)
             for task, (base_run, tuned_run) in run_pair(*pair, task_names, options).items():
                 print(f"shard {shard} · {task}: {base_run}  {tuned_run}")
             return
         out = out or Path("out") / "compare" / f"{_slug(base)}-vs-{_slug(tuned)}"
+        writable_folder(runs_dir, "--runs-dir")  # before hours of generation, not after
+        writable_folder(out, "--out")
         comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
-                                         tuco=tuco, **stats_options)
+                                         tuco=tuco, config=config, **stats_options)
         json_path, md_path = out / "comparison.json", out / "comparison.md"
     console = _console()
     console.print(comparison_table(comparison))
@@ -172,6 +205,33 @@ def compare(
     flipped = sum(len(t.flipped) for t in comparison.tasks)
     console.print(f"{flipped} flipped item(s) with both completions: {md_path}\n"
                   f"comparison: {json_path}")
+    if publish is not None:
+        from evalkit.cli.report import print_published, publish_paths
+
+        print_published(publish_paths([json_path.parent], publish))
+
+
+def _gate_error(exc: Exception, junit: Path | None) -> Exception:
+    """The EvalkitError (exit 2) for a gate that could not decide, after writing its JUnit.
+
+    EvalkitErrors carry their own message; anything else is a bug or an OS error, still
+    reported as "could not decide" (exit 2), never as exit 1, which means "regression".
+    """
+    from evalkit.errors import EvalkitError
+
+    if isinstance(exc, EvalkitError):
+        error = exc
+    else:
+        error = EvalkitError(f"the gate could not decide: {type(exc).__name__}: {exc}")
+    if junit is not None:  # CI still shows why the gate broke
+        from evalkit.compare import gate
+
+        try:
+            gate.write_junit(" ".join(str(error).split()), junit)
+        except OSError as write_error:
+            error = EvalkitError(f"{error}; and the JUnit file {junit} could not be written "
+                                 f"({write_error})")
+    return error
 
 
 @app.command()
@@ -202,7 +262,6 @@ def check(
     --markdown or --write-baseline name them.
     """
     from evalkit.compare import gate
-    from evalkit.errors import EvalkitError
 
     console = _console()
     if write_baseline is not None:
@@ -212,10 +271,8 @@ def check(
     try:
         result = gate.run_gate(candidate, baseline, max_drop=max_drop, alpha=alpha,
                                tasks=_task_list(tasks), seed=resample_seed)
-    except EvalkitError as exc:
-        if junit is not None:  # CI still shows why the gate broke
-            gate.write_junit(" ".join(str(exc).split()), junit)
-        raise
+    except Exception as exc:  # anything but a decided regression is exit 2, never 1
+        raise _gate_error(exc, junit) from None
     console.print(gate.gate_table(result))
     for note in result.comparison.notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -223,11 +280,14 @@ def check(
         console.print(f"[bold red]FAIL[/] {row.message}", highlight=False)
     for row in result.untested:
         console.print(f"[yellow]UNTESTED[/] {row.message}", highlight=False)
-    if junit is not None:
-        gate.write_junit(result, junit)
-    if markdown is not None:
-        markdown.parent.mkdir(parents=True, exist_ok=True)
-        markdown.write_text(gate.gate_markdown(result), encoding="utf-8")
+    try:
+        if junit is not None:
+            gate.write_junit(result, junit)
+        if markdown is not None:
+            markdown.parent.mkdir(parents=True, exist_ok=True)
+            markdown.write_text(gate.gate_markdown(result), encoding="utf-8")
+    except Exception as exc:
+        raise _gate_error(exc, junit) from None
     verdicts = {0: "[green]passed[/]", 1: "[bold red]regression[/]",
                 2: "[yellow]could not decide[/]"}
     console.print(f"evalkit check: {verdicts[result.exit_code]}")

@@ -9,13 +9,15 @@ from typing import Annotated
 import typer
 
 from evalkit.cli.app import app
+from evalkit.cli.options import StateDictConfig
 from evalkit.errors import EvalkitError
 
 
 @app.command()
 def finetune(
     base: Annotated[str, typer.Argument(
-        help="Checkpoint to tune: model folder, hub id, .gguf or builtin:smollm2-135m.")],
+        help="Checkpoint to tune: model folder, .ckpt/.pt state dict, hub id, .gguf or "
+             "builtin:smollm2-135m.")],
     data: Annotated[str, typer.Option(
         help="mbpp:train, gsm8k:train, finetunebench:fictional_people|latest_news|medical, "
              "or a .jsonl with prompt/completion or messages.")],
@@ -54,6 +56,7 @@ def finetune(
     ] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing output folder / unfinished run.")] = False,
+    base_config: StateDictConfig = None,
 ) -> None:
     """Fine-tune BASE on --data and write a model folder (full, hft) or a PEFT adapter (lora).
 
@@ -68,7 +71,8 @@ def finetune(
     modules = [m for value in target_modules or [] for m in value.split(",") if m.strip()]
     try:
         config = FinetuneConfig(
-            base=base, data=data, method=method, out=out or _default_out(base, data, method),
+            base=base, base_config=base_config, data=data, method=method,
+            out=out or _default_out(base, data, method),
             rank=rank, alpha=alpha, rslora=rslora, lora_dropout=lora_dropout,
             target_modules=[m.strip() for m in modules] or None, hft_stage=hft_stage,
             epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
@@ -80,6 +84,9 @@ def finetune(
         first = exc.errors()[0]
         field = "--" + str(first["loc"][0]).replace("_", "-")
         raise EvalkitError(f"{field}: {first['msg']}") from None
+    from evalkit.paths import writable_folder
+
+    writable_folder(Path(config.out).absolute().parent, "the folder of --out")
     run_finetune(config)
 
 

@@ -34,6 +34,9 @@ Seed = Annotated[int, typer.Option(help="Generation seed (sampled decoding).",
                                    rich_help_panel=_GEN)]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Ignore cached generations.")]
 Sandbox = Annotated[str, typer.Option(help="Code tasks: process | docker | none.")]
+AllowWeakerIsolation = Annotated[bool, typer.Option(
+    help="Run code even where the sandbox can make no cgroup (memfd/tmpfs memory and child "
+         "CPU time then unlimited); warned, and recorded in run.json.")]
 Workers = Annotated[int | None, typer.Option(help="Parallel code executions.")]
 TensorParallel = Annotated[int, typer.Option("--tp", help="vLLM tensor parallel size.",
                                              rich_help_panel=_ENGINE)]
@@ -47,8 +50,14 @@ BaseUrl = Annotated[str | None, typer.Option(help="openai backend: server URL (â
 ServedModelName = Annotated[str | None, typer.Option(
     help="openai backend: the model name the server knows [default: the checkpoint's].",
     rich_help_panel=_ENGINE)]
+StateDictConfig = Annotated[str | None, typer.Option(
+    "--config", help="Architecture + tokenizer of .ckpt/.pt/.pth/.bin state dicts: a model folder, "
+    "hub id or builtin:smollm2-135m [default: config.json beside the file; compare/analyze/edit: "
+    "TUNED takes BASE's].")]
 Judge = Annotated[str | None, typer.Option(
     help="Also grade answers with this checkpoint (tasks with a judge prompt: FineTuneBench).")]
+LmEvalInclude = Annotated[str | None, typer.Option(
+    help="Folder(s) of lm-eval task YAMLs for lm_eval:NAME tasks (local data; os.pathsep list).")]
 Shard = Annotated[str | None, typer.Option(
     help="Only shard i of N of the items, e.g. $SLURM_ARRAY_TASK_ID/8; join the shards with "
          "`evalkit merge`.", rich_help_panel=_SCALE)]
@@ -61,6 +70,9 @@ Alpha = Annotated[float, typer.Option(help="Significance level (Holm-corrected a
                                       rich_help_panel=_STATS)]
 ResampleSeed = Annotated[int, typer.Option(help="Seed of the bootstrap/permutation resampling.",
                                            rich_help_panel=_STATS)]
+Publish = Annotated[Path | None, typer.Option(
+    "--publish", help="Also publish the finished runs (and the comparison) into this results "
+    "store, e.g. results/ (see `evalkit publish`).")]
 
 
 def split_csv(value: str | None) -> list[str]:
@@ -79,3 +91,15 @@ def backend_options(backend: str, tp: int, max_model_len: int | None, dtype: str
     from evalkit.errors import EvalkitError
 
     raise EvalkitError(f"unknown backend '{backend}' (choose vllm, hf or openai)")
+
+
+def set_lm_eval_include(paths: str | None) -> None:
+    """--lm-eval-include: lm_eval:NAME tasks also come from these folders. lm-eval's task manager
+    is built deep inside the run, so the folders travel in the environment variable it reads."""
+    if paths:
+        import os
+
+        from evalkit.tasks.lm_eval import INCLUDE_ENV
+
+        os.environ[INCLUDE_ENV] = os.pathsep.join(str(Path(p).resolve())
+                                                  for p in paths.split(os.pathsep) if p)

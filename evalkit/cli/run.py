@@ -9,13 +9,14 @@ import typer
 
 from evalkit.cli import options as o
 from evalkit.cli.app import app
-from evalkit.cli.options import backend_options, split_csv
+from evalkit.cli.options import backend_options, set_lm_eval_include, split_csv
 
 
 @app.command()
 def run(
     model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint: folder, adapter, "
-                                       ".gguf, hub id or builtin:smollm2-135m")],
+                                       ".gguf, .ckpt/.pt/.pth/.bin state dict, hub id or "
+                                       "builtin:smollm2-135m")],
     task: o.Tasks = None,
     limit: o.Limit = None,
     backend: o.Backend = "vllm",
@@ -28,6 +29,7 @@ def run(
     seed: o.Seed = 1234,
     no_cache: o.NoCache = False,
     sandbox: o.Sandbox = "process",
+    allow_weaker_isolation: o.AllowWeakerIsolation = False,
     workers: o.Workers = None,
     tensor_parallel_size: o.TensorParallel = 1,
     max_model_len: o.MaxModelLen = None,
@@ -36,6 +38,9 @@ def run(
     base_url: o.BaseUrl = None,
     served_model_name: o.ServedModelName = None,
     judge: o.Judge = None,
+    publish: o.Publish = None,
+    config: o.StateDictConfig = None,
+    lm_eval_include: o.LmEvalInclude = None,
     shard: o.Shard = None,
     ray: o.Ray = None,
     replicas: o.Replicas = 1,
@@ -47,37 +52,42 @@ def run(
     Output: one folder per task under --out (default runs/TASK/MODEL-KEY/: run.json,
     samples.jsonl, metrics.json).
     """
+    from evalkit.errors import EvalkitError
     from evalkit.run.runner import RunOptions, open_backend, run_task
     from evalkit.scale.shard import parse_shard
+
+    set_lm_eval_include(lm_eval_include)
 
     options = RunOptions(
         backend=backend, limit=limit, n=n, temperature=temperature, top_p=top_p,
         max_tokens=max_tokens, seed=seed, out_dir=out, data_dir=data_dir, use_cache=not no_cache,
-        sandbox=sandbox, workers=workers,
+        sandbox=sandbox, allow_weaker_isolation=allow_weaker_isolation, workers=workers,
         backend_options=backend_options(backend, tensor_parallel_size, max_model_len, dtype,
                                          batch_size, base_url, served_model_name),
         shard=parse_shard(shard) if shard else None, ray=ray, replicas=replicas,
     )
     options.validate()
-    if shard and judge:
-        from evalkit.errors import EvalkitError
+    if shard and (judge or publish is not None):
+        raise EvalkitError("--judge and --publish take whole runs: merge the shards with "
+                           "`evalkit merge`, then judge or publish the merged folders")
+    from evalkit.paths import writable_folder
 
-        raise EvalkitError("--judge grades whole runs: merge the shards, then judge the merged "
-                           "folders")
+    writable_folder(out, "--out")
     from evalkit.tasks.suites import expand_tasks
 
     if not split_csv(task):
-        from evalkit.errors import EvalkitError
-
-        raise EvalkitError("--tasks is required (e.g. --tasks gsm8k; `evalkit tasks` lists them)")
+        if task is None:
+            raise EvalkitError(
+                "--tasks is required (e.g. --tasks gsm8k; `evalkit tasks` lists them)")
+        raise EvalkitError(f"--task names no task ({task!r}); see `evalkit tasks`")
     tasks, suite_limits = expand_tasks(split_csv(task))  # a suite name stands for its tasks
     if limit is None:
         options.limits = suite_limits
-    checkpoint = _checkpoint(model, backend, base_url)
-    from evalkit.tasks import load_task
+    checkpoint = _checkpoint(model, backend, base_url, config)
+    from evalkit.tasks import check_task
 
     for t in tasks:  # validate every task (and its data) before loading a model
-        load_task(t, data_dir).docs(options.limits.get(t, limit))
+        check_task(t, data_dir, options.limits.get(t, limit))
     folders = []
     with open_backend(checkpoint, options) as engine:
         for t in tasks:
@@ -91,16 +101,20 @@ def run(
             print(f"shard {shard}: {folder}")
         else:
             print_run_summary(folder)
+    if publish is not None:
+        from evalkit.cli.report import print_published, publish_paths
+
+        print_published(publish_paths(folders, publish))
 
 
-def _checkpoint(spec: str, backend: str, base_url: str | None):
+def _checkpoint(spec: str, backend: str, base_url: str | None, config: str | None = None):
     """Resolve the checkpoint; for a served model that is not local, fingerprint the server's
     model instead (results are then only as reproducible as the server)."""
     from evalkit.checkpoints import remote_checkpoint, resolve
     from evalkit.errors import EvalkitError
 
     try:
-        return resolve(spec)
+        return resolve(spec, config=config)
     except EvalkitError:
         if backend != "openai":
             raise
@@ -156,28 +170,63 @@ def models() -> None:
 
 
 @app.command(name="tasks")
-def list_tasks_cmd() -> None:
-    """List the available tasks."""
+def list_tasks_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print tasks and suites as JSON.")
+                       ] = False,
+) -> None:
+    """List the available tasks and suites. Piped, one tab-separated line per task (full
+    names, for grep); a task file that does not load is one warning line, the rest still list."""
+    import json
+    import sys
+
+    from evalkit.errors import EvalkitError
+    from evalkit.tasks import list_tasks
+    from evalkit.tasks.spec import load_spec
+    from evalkit.tasks.suites import suites
+
+    tasks, problems = [], []
+    for name, path in list_tasks().items():
+        try:
+            spec = load_spec(path)
+        except EvalkitError as exc:
+            problems.append(str(exc))
+            continue
+        tasks.append({"name": name, "version": spec.version, "description": spec.description,
+                      "file": str(path)})
+    try:
+        found = suites()
+    except EvalkitError as exc:
+        problems.append(str(exc))
+        found = {}
+    groups = [{"name": name, "description": suite["description"], "tasks": suite["tasks"]}
+              for name, suite in found.items()]
+    for problem in problems:
+        print(f"warning: {' '.join(problem.split())}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"tasks": tasks, "suites": groups}, indent=1))
+        return
+    members = {g["name"]: ", ".join(t if n is None else f"{t} ({n})"
+                                    for t, n in g["tasks"].items()) for g in groups}
+    if not sys.stdout.isatty():
+        for t in tasks:
+            print(f"{t['name']}\t{t['version']}\t{t['description']}")
+        for g in groups:
+            print(f"{g['name']}\tsuite: {members[g['name']]}\t{g['description']}")
+        return
     from rich.console import Console
     from rich.table import Table
 
-    from evalkit.tasks import list_tasks
-    from evalkit.tasks.spec import load_spec
-
     table = Table(title="tasks")
-    for col in ("name", "version", "description"):
+    table.add_column("name", overflow="fold")  # squeeze the description, never cut a name
+    for col in ("version", "description"):
         table.add_column(col)
-    for name, path in list_tasks().items():
-        spec = load_spec(path)
-        table.add_row(name, spec.version, spec.description)
+    for t in tasks:
+        table.add_row(t["name"], t["version"], t["description"])
     Console().print(table)
-    from evalkit.tasks.suites import suites
-
     suite_table = Table(title="suites (--task NAME runs them all)")
-    for col in ("name", "tasks (default --limit)", "description"):
+    suite_table.add_column("name", overflow="fold")
+    for col in ("tasks (default --limit)", "description"):
         suite_table.add_column(col)
-    for name, suite in suites().items():
-        suite_table.add_row(name, ", ".join(t if n is None else f"{t} ({n})"
-                                            for t, n in suite["tasks"].items()),
-                            suite["description"])
+    for g in groups:
+        suite_table.add_row(g["name"], members[g["name"]], g["description"])
     Console().print(suite_table)

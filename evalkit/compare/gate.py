@@ -6,7 +6,11 @@ paired statistics of ``evalkit compare``. A row FAILS only when both hold:
 
 - the metric got worse by more than ``max_drop`` percentage points (``max_drop=1.0`` means 0.01
   on a 0–1 metric such as accuracy or pass@1; "worse" follows ``higher_is_better``), and
-- the change is significant: Holm-adjusted p (over all rows of the gate) < ``alpha``.
+- the change is significant: Holm-adjusted p (over all rows of the gate) <= ``alpha``.
+
+The drop is decided exactly: for 0/1 metrics as the rational ``100 (b - c) / n`` against the
+tolerance as written, otherwise with a 1e-9 pp allowance for float round-off
+(``stats.drop_exceeds``), so a drop equal to the tolerance is tolerated.
 
 Exit codes: 0 = no failing row, 1 = at least one failing row, 2 = the gate could not decide (a
 malformed, missing or mismatched baseline, or a metric with no scorable item). A broken gate
@@ -136,7 +140,8 @@ def gate_row(row: MetricRow, max_drop: float) -> GateRow:
                f"(Δ {delta_text(row.metric, row.delta)}, 95% CI {ci_text(row)}; {row.test}"
                + (f" b={row.b} c={row.c}" if row.b is not None else "")
                + f", p{_eq(row.p_value)}, Holm p{_eq(row.p_holm)}; n={row.n_items})")
-    if row.verdict == "regressed" and drop > max_drop:
+    beyond = st.drop_exceeds(drop, max_drop, b=row.b, c=row.c, n=row.n_items)
+    if row.verdict == "regressed" and beyond:
         message = (f"{name} dropped {drop:.1f} pp, more than the {max_drop:g} pp tolerance, and "
                    f"significantly: {numbers}")
         if row.regressions:

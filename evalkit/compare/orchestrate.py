@@ -34,13 +34,14 @@ def _is_adapter_of(tuned: Any, base: Any) -> bool:
 
 def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], options: Any,
                         out: str | Path, judge: str | None = None, tuco: bool = False,
-                        **stats_options: Any) -> Comparison:
+                        config: str | None = None, **stats_options: Any) -> Comparison:
     """Run every task on both checkpoints and write ``comparison.json``/``.md`` into ``out``.
 
     ``options`` is an ``evalkit.run.runner.RunOptions``; ``stats_options`` go to ``compare_runs``
-    (alpha, confidence, resamples, seed, continuous_test).
+    (alpha, confidence, resamples, seed, continuous_test). ``config`` is the architecture of
+    state-dict files (``--config``); a bare TUNED state dict otherwise takes BASE's.
     """
-    base, tuned = resolve_pair(base_spec, tuned_spec, options)
+    base, tuned = resolve_pair(base_spec, tuned_spec, options, config)
     folders = run_pair(base, tuned, tasks, options)
     if judge:  # grade both sides' answers with a third model (tasks with a judge prompt)
         from evalkit.run.judge import judge_runs
@@ -54,20 +55,24 @@ def compare_checkpoints(base_spec: str, tuned_spec: str, tasks: Sequence[str], o
     return comparison
 
 
-def resolve_pair(base_spec: str, tuned_spec: str, options: Any) -> tuple[Any, Any]:
-    """Both sides' ``Checkpoint``s; with backend openai, a name only the server knows too."""
+def resolve_pair(base_spec: str, tuned_spec: str, options: Any, config: str | None = None
+                 ) -> tuple[Any, Any]:
+    """Both sides' ``Checkpoint``s; with backend openai, a name only the server knows too.
+    ``config`` is the architecture of state-dict files (a bare TUNED one otherwise takes
+    BASE's)."""
     from evalkit.checkpoints import remote_checkpoint, resolve
 
-    def side(spec: str) -> Any:
+    def side(spec: str, fallback: Any = None) -> Any:
         try:
-            return resolve(spec)
+            return resolve(spec, config=config, fallback=fallback)
         except EvalkitError:
             if options.backend != "openai":
                 raise
         # A model only the server has: fingerprinted by server and name (evalkit run does too).
         return remote_checkpoint(spec, options.backend_options.get("base_url") or "")
 
-    return side(base_spec), side(tuned_spec)
+    base = side(base_spec)
+    return base, side(tuned_spec, fallback=base)
 
 
 def run_pair(base: Any, tuned: Any, tasks: Sequence[str], options: Any
@@ -76,11 +81,11 @@ def run_pair(base: Any, tuned: Any, tasks: Sequence[str], options: Any
     (``compare --shard`` stops here: a shard's items alone are not compared)."""
     # Heavy imports (torch, vllm) stay behind these functions.
     from evalkit.run.runner import open_backend, run_task
-    from evalkit.tasks import load_task
+    from evalkit.tasks import check_task
 
     options.validate()
     for task in tasks:  # every task and its data checked before any model loads
-        load_task(task, options.data_dir).docs(options.limit)
+        check_task(task, options.data_dir, options.limits.get(task, options.limit))
     folders: dict[str, list[Path]] = {t: [] for t in tasks}
     if _is_adapter_of(tuned, base) and options.backend != "openai":
         # One engine for both: the base weights load once; the adapter is a LoRA request.

@@ -76,8 +76,8 @@ def settings_line(comparison: Comparison) -> str:
     s = comparison.settings
     tested = sum(r.p_value is not None for r in comparison.rows)
     return (f"Δ and CI in percentage points (perplexity-type metrics in their own units); "
-            f"{round(100 * s.confidence)}% CI: paired "
-            f"bootstrap over items ({s.resamples:,} resamples, seed {s.seed}); verdicts at "
+            f"{round(100 * s.confidence)}% CI: Newcombe's paired interval for 0/1 items, else "
+            f"paired bootstrap over items ({s.resamples:,} resamples, seed {s.seed}); verdicts at "
             f"α = {s.alpha} with Holm's correction across all {tested} tested rows.")
 
 

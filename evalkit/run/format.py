@@ -79,6 +79,7 @@ class RunHeader(BaseModel):
     limit: int | None = None
     data_dir: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
+    hardware: dict[str, Any] | None = None  # machine, platform, cpus, gpu (results store)
     timings: dict[str, Any] = Field(default_factory=dict)
     counts: dict[str, int] = Field(default_factory=dict)
     judge: dict[str, Any] | None = None  # added by ``--judge`` (evalkit.run.judge)
@@ -102,11 +103,18 @@ class Sample(BaseModel):
     scores: dict[str, float]
     execution: dict[str, Any] | None = None
     loglikelihoods: list[dict[str, Any]] | None = None  # loglikelihood tasks only
+    # lm_eval:NAME tasks only (evalkit.run.lm_eval_format): lm-eval's own per-sample record.
+    doc_hash: str | None = None
+    target_hash: str | None = None
+    filtered_resps: dict[str, Any] | None = None
+    lm_eval: dict[str, Any] | None = None
 
     def line(self) -> str:
-        """The JSON line (without newline); ``loglikelihoods`` only where there are some."""
-        return self.model_dump_json(exclude={"loglikelihoods"} if self.loglikelihoods is None
-                                    else None)
+        """The JSON line (without newline); the optional fields only where they are set."""
+        return self.model_dump_json(exclude={f for f in _OPTIONAL if getattr(self, f) is None})
+
+
+_OPTIONAL = ("loglikelihoods", "doc_hash", "target_hash", "filtered_resps", "lm_eval")
 
 
 class MetricValue(BaseModel):
@@ -179,6 +187,16 @@ def read_header(folder: Path) -> RunHeader:
         raise EvalkitError(f"{folder}: malformed {RUN_JSON} ({_first_error(exc)})") from None
 
 
+def read_metrics(folder: Path) -> MetricsFile:
+    """``metrics.json`` of a run folder, without reading its samples."""
+    raw = _read_json(folder / METRICS_JSON)
+    _check_version(folder, raw)
+    try:
+        return MetricsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise EvalkitError(f"{folder}: malformed {METRICS_JSON} ({_first_error(exc)})") from None
+
+
 def write_header(folder: Path, header: RunHeader) -> None:
     write_text_atomic(folder / RUN_JSON, header.model_dump_json(indent=2) + "\n")
 
@@ -233,6 +251,8 @@ def iter_samples(folder: Path) -> Iterator[Sample]:
     except FileNotFoundError:
         raise EvalkitError(f"{folder} has no {SAMPLES_JSONL}; the run folder is incomplete"
                            ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalkitError(f"{f} cannot be read as UTF-8 text ({exc})") from None
     for number, line in enumerate(lines, start=1):
         if line.strip():
             yield _parse_sample(line, f"{f}:{number}")
@@ -256,10 +276,5 @@ def load_run(path: str | Path) -> Run:
         raise EvalkitError(f"{folder} is shard {shard.get('index')}/{shard.get('count')} of a "
                            "run; join the shards with `evalkit merge` first")
     header = read_header(folder)
-    raw_metrics = _read_json(folder / METRICS_JSON)
-    _check_version(folder, raw_metrics)
-    try:
-        metrics = MetricsFile.model_validate(raw_metrics)
-    except ValidationError as exc:
-        raise EvalkitError(f"{folder}: malformed {METRICS_JSON} ({_first_error(exc)})") from None
+    metrics = read_metrics(folder)
     return Run(path=folder, header=header, samples=list(iter_samples(folder)), metrics=metrics)

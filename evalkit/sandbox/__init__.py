@@ -5,9 +5,11 @@
         result = sb.run(source, Limits(timeout_s=5))
         results = sb.run_many([(source, None), ...])   # parallel, input order kept
 
-Statuses: passed, failed, timeout, oom, output_limit, sandbox_error. ``passed`` means the whole
-program ran to its end; a ``sandbox_error`` is the sandbox's failure, never the program's, and
-must not be scored.
+Statuses: passed, failed, timeout, oom, output_limit, tampered, sandbox_error. ``passed`` means
+the whole program ran to its end; ``tampered`` that it tried to reach outside itself (the
+runner's frames, gc, a tracer, ctypes, its own memory, the status channel, or a comparison that
+always agrees), with the evidence in ``SandboxResult.evidence``; it counts as failed. A
+``sandbox_error`` is the sandbox's failure, never the program's, and must not be scored.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ BACKENDS = ("process", "docker", "none")
 
 
 def get_sandbox(backend: str = "process", workers: int | None = None, *,
-                selftest: bool = True, **options: object) -> Sandbox:
+                selftest: bool = True, allow_weaker_isolation: bool = False,
+                **options: object) -> Sandbox:
     """Start ``workers`` warm sandboxes (default: one per core) and, by default, self-test them.
 
     Raises EvalkitError, with how to fix it, when the backend cannot run here. Never falls
-    back to a weaker backend. ``options`` go to the backend (docker: ``image``).
+    back to a weaker backend; the process backend refuses to run without a cgroup per worker
+    unless ``allow_weaker_isolation`` (then it warns, and says why in ``weaker_isolation``).
+    ``options`` go to the backend (docker: ``image``).
     """
     workers = workers or os.cpu_count() or 1
     if workers < 1:
@@ -36,7 +41,7 @@ def get_sandbox(backend: str = "process", workers: int | None = None, *,
     if backend == "process":
         from evalkit.sandbox.process import ProcessSandbox
 
-        sandbox: Sandbox = ProcessSandbox(workers, **options)
+        sandbox: Sandbox = ProcessSandbox(workers, allow_weaker_isolation, **options)
     elif backend == "docker":
         from evalkit.sandbox.docker import DockerSandbox
 

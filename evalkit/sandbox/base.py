@@ -23,6 +23,7 @@ from typing import IO, Any, Protocol
 
 from evalkit.errors import EvalkitError
 from evalkit.paths import resource_dir
+from evalkit.sandbox.comparisons import constant_comparisons
 from evalkit.sandbox.result import Limits, SandboxResult, sandbox_error
 
 log = logging.getLogger("evalkit.sandbox")
@@ -61,6 +62,7 @@ class Sandbox:
     """Runs programs in ``workers`` warm sandboxes. Use ``get_sandbox`` to make one."""
 
     backend = ""
+    weaker_isolation: str | None = None  # why this sandbox isolates less than it should
 
     def __init__(self, workers: list[Worker]):
         self._workers = workers
@@ -88,9 +90,14 @@ class Sandbox:
             raise EvalkitError("this sandbox is closed")
         worker = self._idle.get()
         try:
-            return self._run_on(worker, source, limits or Limits())
+            result = self._run_on(worker, source, limits or Limits())
         finally:
             self._idle.put(worker)
+        found = constant_comparisons(source)
+        if found and result.status != "sandbox_error":
+            result.status, result.detail = "tampered", found[0]
+            result.evidence = [*found, *result.evidence]
+        return result
 
     def run_many(self, programs: Sequence[tuple[str, Limits | None]]) -> list[SandboxResult]:
         """Run (source, limits) pairs on all workers in parallel; results keep input order."""

@@ -1,14 +1,15 @@
 """Docker backend: a warm pool of locked-down containers, one ``docker exec`` per program.
 
-Each worker owns one container: ``--network none --read-only``, size-capped tmpfs /tmp and
-/dev/shm, pids and memory limits, no-new-privileges, Docker's default seccomp profile, pid 1 a
+Each worker owns one container: ``--network none --read-only``, tmpfs /tmp and /dev/shm capped in
+size and inodes, ``--memory`` (which, being the container's memory cgroup, counts anonymous memory,
+memfd, tmpfs and page cache alike), ``--pids-limit``, ``--cpus 1``, no-new-privileges, evalkit's
+seccomp profile (``seccomp.docker_profile``: the socket allow-list and the denied calls), pid 1 a
 reaper running as nobody. Each program is one exec of the same runner the process backend uses
-(``sandbox/runner.py``, passed with ``python3 -c``, so any image with python3 works). It is the
-one process with capabilities, and only SETUID, SETGID, SETPCAP and KILL: it drops the program to
-the worker's own non-root uid with none left, adds evalkit's seccomp filter and the rlimits,
-and kills what the program leaves behind. Why not run it as a non-root user: a program with the
-runner's uid can kill it (``kill(-1, SIGKILL)``), which turns its failure into an unscored
-sandbox error.
+(``sandbox/runner.py``, passed with ``python3 -c``, so any image with python3 works). It is the one
+process with capabilities, and only SETUID, SETGID, SETPCAP and KILL: it drops the program to the
+worker's own non-root uid with none left, adds evalkit's seccomp filter and the rlimits, and kills
+what the program leaves behind. Why not run it as a non-root user: a program with the runner's uid
+can kill it (``kill(-1, SIGKILL)``), which turns its failure into an unscored sandbox error.
 
 Killing a ``docker exec`` client does not stop the process inside. So the runner in the
 container enforces the limits itself and kills every process of the program (``kill(-1)`` in the
@@ -39,6 +40,7 @@ from evalkit.errors import EvalkitError
 from evalkit.paths import cache_dir
 from evalkit.sandbox.base import GRACE_S, Sandbox, UidBlock, encode_frame, log, runner_path
 from evalkit.sandbox.result import Limits, SandboxResult, classify, sandbox_error
+from evalkit.sandbox.seccomp import docker_profile, filter_bpf
 
 DEFAULT_IMAGE = "evalkit-sandbox:bookworm"
 ENGINE_HINT = ("start a Docker engine (e.g. `dockerd` as root) or point DOCKER_HOST at one, "
@@ -48,7 +50,10 @@ INIT_UID = 65534  # container pid 1 (a reaper) runs as nobody; programs get a ui
 RUNNER_CAPS = ("SETUID", "SETGID", "SETPCAP", "KILL")
 TMP_MB = 64
 SHM_MB = 16
+TMP_INODES = 65536  # a flood of empty files costs kernel memory no size= limit counts
+SHM_INODES = 1024
 PIDS_LIMIT = 64
+CPUS = 1.0  # each worker's container gets at most one core: a hog cannot starve a neighbour
 PROGRAM_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
                "TMPDIR": "/tmp"}
 # pid 1 of each container: becomes nobody (dropping every capability), then only reaps. The
@@ -159,16 +164,20 @@ class DockerWorker:
         self._runner = runner_path().read_text()
         self._config = {"uid": uid, "isolated": True, "pidns": True, "preload": False,
                         "nproc": True, "seccomp": base64.b64encode(seccomp).decode(),
-                        "scratch": ["/tmp", "/dev/shm"]}
+                        "scratch": ["/tmp", "/dev/shm"], "container_cgroup": True}
+        self._memory_mb = memory_mb  # what the current container is set to
 
     def _create(self) -> Any:
         return self.client.containers.run(
             self.image, ["python3", "-I", "-S", "-B", "-c", INIT_SOURCE], detach=True,
             network_mode="none", read_only=True,
-            tmpfs={"/tmp": f"size={TMP_MB}m,mode=1777", "/dev/shm": f"size={SHM_MB}m,mode=1777"},
+            tmpfs={"/tmp": f"size={TMP_MB}m,nr_inodes={TMP_INODES},mode=1777",
+                   "/dev/shm": f"size={SHM_MB}m,nr_inodes={SHM_INODES},mode=1777"},
             pids_limit=PIDS_LIMIT, mem_limit=f"{self.memory_mb}m",
-            memswap_limit=f"{self.memory_mb}m", cap_drop=["ALL"], cap_add=list(RUNNER_CAPS),
-            security_opt=["no-new-privileges"], environment=PROGRAM_ENV, working_dir="/tmp",
+            memswap_limit=f"{self.memory_mb}m", nano_cpus=int(CPUS * 1e9),
+            cap_drop=["ALL"], cap_add=list(RUNNER_CAPS),
+            security_opt=["no-new-privileges", f"seccomp={docker_profile()}"],
+            environment=PROGRAM_ENV, working_dir="/tmp",
             ipc_mode="private", hostname="sandbox", labels={LABEL: _owner()})
 
     def start(self) -> None:
@@ -204,6 +213,7 @@ class DockerWorker:
             return sandbox_error(f"no container: {exc}")
         request = {"source": source, "limits": limits.to_dict()}
         try:
+            self._fit(container, limits)
             reply = self._exec(container, encode_frame(self._config) + encode_frame(request),
                                limits.timeout_s + GRACE_S)
             result = classify(reply, limits)
@@ -214,6 +224,15 @@ class DockerWorker:
         if result.status in RECYCLE_STATUSES:
             self._recycle()
         return result
+
+    def _fit(self, container: Any, limits: Limits) -> None:
+        """The container's memory limit follows the program's (one update per change: an
+        evaluation uses one set of limits), its tmpfs sizes added. The pids limit stays the
+        container's; per program, RLIMIT_NPROC of its own uid counts its processes."""
+        wanted = limits.memory_mb + TMP_MB + SHM_MB
+        if wanted != self._memory_mb:
+            container.update(mem_limit=f"{wanted}m", memswap_limit=f"{wanted}m")
+            self._memory_mb = wanted
 
     def _exec(self, container: Any, payload: bytes, timeout_s: float) -> dict:
         api = self.client.api
@@ -243,6 +262,7 @@ class DockerWorker:
 
     def _replace(self, old: Any) -> Any:
         _remove(old)
+        self._memory_mb = self.memory_mb
         return self._create()
 
     def restart(self) -> None:
@@ -303,8 +323,6 @@ class DockerSandbox(Sandbox):
     backend = "docker"
 
     def __init__(self, workers: int, image: str = DEFAULT_IMAGE, build: bool = True):
-        from evalkit.sandbox.seccomp import filter_bpf
-
         self.client = docker_client()
         remove_stale_containers(self.client)
         if build:

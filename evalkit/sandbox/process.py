@@ -9,6 +9,8 @@ behind), a seccomp filter (on the runner and again on each program), and per-pro
 Also the ``none`` backend: the same runner with no isolation at all, for trusted code only.
 """
 
+# size: one backend (bwrap command line, per-worker cgroup and tmpfs mounts, runner protocol)
+# whose parts share the worker's lifetime; split further they would only pass it around.
 from __future__ import annotations
 
 import contextlib
@@ -17,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -31,12 +34,16 @@ from evalkit.sandbox.base import (
     runner_path,
     spawn,
 )
+from evalkit.sandbox.cgroups import CgroupUnavailable, WorkerCgroup
 from evalkit.sandbox.result import Limits, SandboxResult, classify, sandbox_error
 
 INSTALL_HINT = "install bubblewrap (`apt-get install bubblewrap`) or pick --sandbox docker"
 START_TIMEOUT_S = 30.0
 TMP_MB = 64
 SHM_MB = 16
+# A flood of empty files costs kernel memory that no size= counts: cap the inodes too.
+TMP_INODES = 65536  # about 64 MB of kernel memory at most, counted by the memory cgroup
+SHM_INODES = 1024
 RUNNER_IN_SANDBOX = "/opt/evalkit/runner.py"
 # Capabilities the runner keeps; each program loses all of them before its first line.
 RUNNER_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL")
@@ -79,7 +86,10 @@ def _mount_args(runner: Path) -> list[str]:
     return args
 
 
-def bwrap_command(seccomp_fd: int, as_root: bool) -> list[str]:
+def bwrap_command(seccomp_fd: int, as_root: bool, scratch: dict[str, str] | None = None
+                  ) -> list[str]:
+    """``scratch``: host tmpfs mounts to bind at /tmp and /dev/shm (see ``capped_tmpfs``);
+    without, bwrap's own tmpfs, capped in size only (bwrap has no inode option)."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise EvalkitError(f"the process sandbox needs bubblewrap, which is not installed: "
@@ -94,16 +104,49 @@ def bwrap_command(seccomp_fd: int, as_root: bool) -> list[str]:
     for key, value in PROGRAM_ENV.items():
         cmd += ["--setenv", key, value]
     cmd += _mount_args(runner_path())
-    cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--perms", "1777", "--size", str(TMP_MB << 20), "--tmpfs", "/tmp",
-            "--perms", "1777", "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm",
-            "--remount-ro", "/dev", "--remount-ro", "/",
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    if scratch:
+        cmd += ["--bind", scratch["/tmp"], "/tmp", "--bind", scratch["/dev/shm"], "/dev/shm"]
+    else:
+        cmd += ["--perms", "1777", "--size", str(TMP_MB << 20), "--tmpfs", "/tmp",
+                "--perms", "1777", "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm"]
+    cmd += ["--remount-ro", "/dev", "--remount-ro", "/",
             "--seccomp", str(seccomp_fd), "--cap-drop", "ALL"]
     if as_root:
         for cap in RUNNER_CAPS:
             cmd += ["--cap-add", cap]
     cmd += ["--chdir", "/tmp", str(interpreter()[0]), "-I", "-S", "-B", RUNNER_IN_SANDBOX]
     return cmd
+
+
+def capped_tmpfs(size_mb: int, inodes: int) -> str:
+    """A fresh tmpfs with ``size=`` and ``nr_inodes=``, mounted (needs root) at a new directory.
+
+    bwrap binds it into the sandbox; ``detach`` then removes it from the host right after the
+    sandbox started (the sandbox's mount namespace keeps its own reference), so nothing is left
+    mounted on the host even if evalkit dies.
+    """
+    import ctypes
+
+    path = tempfile.mkdtemp(prefix="evalkit-scratch-")
+    libc = ctypes.CDLL(None, use_errno=True)
+    options = f"size={size_mb}m,nr_inodes={inodes},mode=1777".encode()
+    if libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
+        err = ctypes.get_errno()
+        os.rmdir(path)
+        raise OSError(err, f"mount tmpfs at {path}: {os.strerror(err)}")
+    return path
+
+
+def detach(path: str) -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).umount2(path.encode(), MNT_DETACH)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
+MS_NOSUID, MS_NODEV, MNT_DETACH = 2, 4, 2
 
 
 class RunnerWorker:
@@ -116,8 +159,14 @@ class RunnerWorker:
         self._reader: FrameReader | None = None
         self._stderr: IO[bytes] | None = None
 
+    # How many of _command's descriptors start() closes once passed (the rest have an owner).
+    _own_fds = 1
+
     def _command(self) -> tuple[list[str], tuple[int, ...]]:
         raise NotImplementedError
+
+    def _preexec(self) -> Callable[[], None] | None:
+        return None
 
     def _config(self) -> dict:
         raise NotImplementedError
@@ -132,12 +181,13 @@ class RunnerWorker:
         try:
             self._proc = spawn(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                pass_fds=fds, env=self._env(), start_new_session=True)
+                pass_fds=fds, env=self._env(), start_new_session=True,
+                preexec_fn=self._preexec())
         except OSError as exc:
             raise EvalkitError(f"the {self.label} sandbox does not start: {cmd[0]}: {exc}. "
                                f"{INSTALL_HINT}") from exc
         finally:
-            for fd in fds:
+            for fd in fds[:self._own_fds]:
                 os.close(fd)
         assert self._proc.stdout is not None
         self._reader = FrameReader(self._proc.stdout.fileno())
@@ -212,9 +262,27 @@ def _children(pid: int) -> list[int]:
 
 
 class ProcessWorker(RunnerWorker):
-    def __init__(self, uid: int | None):
+    def __init__(self, uid: int | None, cgroups: bool):
         super().__init__()
         self.uid = uid
+        self.cgroups = cgroups
+        self.cgroup: WorkerCgroup | None = None
+        self._scratch: dict[str, str] | None = None
+
+    def _preexec(self) -> Callable[[], None] | None:
+        # bwrap, hence the runner and every program it forks, is born in the worker's cgroup.
+        return self.cgroup.join if self.cgroup is not None else None
+
+    def start(self) -> None:
+        if self.uid is not None:  # root: tmpfs with an inode cap, mounted for bwrap to bind
+            self._scratch = {"/tmp": capped_tmpfs(TMP_MB, TMP_INODES),
+                             "/dev/shm": capped_tmpfs(SHM_MB, SHM_INODES)}
+        try:
+            super().start()
+        finally:
+            for path in (self._scratch or {}).values():
+                detach(path)  # the sandbox holds its own view of each
+            self._scratch = None
 
     def runner_pid(self) -> int | None:
         """Host pid of the runner (bwrap's child), or None when not running."""
@@ -229,7 +297,12 @@ class ProcessWorker(RunnerWorker):
         os.write(fd, filter_bpf())
         os.lseek(fd, 0, os.SEEK_SET)
         try:
-            return bwrap_command(fd, as_root=self.uid is not None), (fd,)
+            cmd = bwrap_command(fd, as_root=self.uid is not None, scratch=self._scratch)
+            if not self.cgroups:
+                return cmd, (fd,)
+            # Its descriptors go into the sandbox under the same numbers.
+            self.cgroup = WorkerCgroup(f"w{self.uid}")
+            return cmd, (fd, *self.cgroup.fds())
         except BaseException:
             os.close(fd)
             raise
@@ -244,13 +317,43 @@ class ProcessWorker(RunnerWorker):
                 # per user namespace (Linux >= 5.14), where the runner shares the program's uid.
                 "nproc": True, "nproc_extra": 0 if self.uid is not None else 1,
                 "seccomp": base64.b64encode(filter_bpf()).decode(),
-                "scratch": ["/tmp", "/dev/shm"]}
+                "scratch": ["/tmp", "/dev/shm"],
+                "cgroup": self.cgroup.runner_config() if self.cgroup else None}
+
+    def close(self) -> None:
+        super().close()  # the runner and its namespace first: then the cgroup is empty
+        if self.cgroup is not None:
+            self.cgroup.close()
+            self.cgroup = None
+
+
+def cgroup_problem() -> str | None:
+    """None when a worker cgroup can be made here, else why not (made once and removed)."""
+    try:
+        WorkerCgroup("probe").close()
+    except (CgroupUnavailable, OSError) as exc:
+        return str(exc)
+    return None
 
 
 class ProcessSandbox(Sandbox):
     backend = "process"
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, allow_weaker_isolation: bool = False):
+        # None, or why this sandbox runs without cgroups (recorded with the run).
+        self.weaker_isolation = cgroup_problem()
+        if self.weaker_isolation and not allow_weaker_isolation:
+            raise EvalkitError(
+                f"the process sandbox cannot make a cgroup here ({self.weaker_isolation}). "
+                f"Without one, memory held in memfd or tmpfs and the CPU time of a program's "
+                f"children are not limited. Run as root (or in a delegated cgroup v2 subtree, "
+                f"e.g. `systemd-run --user --scope -p Delegate=yes ...`), or pass "
+                f"--allow-weaker-isolation to run anyway")
+        if self.weaker_isolation:
+            log.warning("WEAKER ISOLATION: no cgroup for the sandbox (%s); memory outside the "
+                        "address space (memfd, tmpfs) and the CPU time of a program's children "
+                        "are not limited, and a CPU hog can slow its neighbours into timeouts",
+                        self.weaker_isolation)
         self._uids = UidBlock(workers) if os.geteuid() == 0 else None
         if self._uids is None:
             log.warning("not running as root: programs share their runner's uid (it is the "
@@ -258,7 +361,8 @@ class ProcessSandbox(Sandbox):
                         "uid per worker")
         self.uids = [self._uids.base + i for i in range(workers)] if self._uids else []
         try:
-            super().__init__([ProcessWorker(self.uids[i] if self.uids else None)
+            super().__init__([ProcessWorker(self.uids[i] if self.uids else None,
+                                            cgroups=not self.weaker_isolation)
                               for i in range(workers)])
         except BaseException:
             self._release()

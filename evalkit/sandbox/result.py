@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
-STATUSES = ("passed", "failed", "timeout", "oom", "output_limit", "sandbox_error")
+STATUSES = ("passed", "failed", "timeout", "oom", "output_limit", "tampered", "sandbox_error")
 
 
 @dataclass(frozen=True)
@@ -18,9 +18,11 @@ class Limits:
     """Per-program limits. The defaults held against the hostile suite on these machines."""
 
     timeout_s: float = 10.0  # wall clock
-    cpu_s: float = 5.0  # rounded up to whole seconds (RLIMIT_CPU)
-    memory_mb: int = 1024  # address space per process (RLIMIT_AS)
-    processes: int = 8  # processes and threads of the program's uid (RLIMIT_NPROC)
+    # all of the program's processes (cgroup); per process, rounded up to seconds (RLIMIT_CPU)
+    cpu_s: float = 5.0
+    # the program's cgroup (anonymous memory, memfd, tmpfs, page cache), and RLIMIT_AS per process
+    memory_mb: int = 1024
+    processes: int = 8  # processes and threads (pids cgroup; RLIMIT_NPROC of its uid)
     file_size_mb: int = 16  # largest file it can write (RLIMIT_FSIZE)
     open_files: int = 64  # RLIMIT_NOFILE
     output_bytes: int = 1 << 20  # stdout + stderr kept; more than this ends the run
@@ -45,6 +47,8 @@ class SandboxResult:
     wall_s: float
     cpu_s: float
     detail: str  # one line, for people
+    # ``tampered``: what the program tried (reaching the runner, tracers, gc, ctypes, ...)
+    evidence: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -69,9 +73,13 @@ def classify(raw: dict, limits: Limits) -> SandboxResult:
         return sandbox_error(channel)
     if channel == "not_started":
         return sandbox_error(f"program never started (exit code {raw['exit_code']})")
-    status, detail = _status(raw, channel, limits)
+    evidence = raw.get("evidence") or []
+    if evidence:  # whatever else happened: it counts as failed, and people must see why
+        status, detail = "tampered", f"tried to reach outside the program: {evidence[0]}"
+    else:
+        status, detail = _status(raw, channel, limits)
     return SandboxResult(status, raw["exit_code"], raw["stdout"], raw["stderr"], raw["wall_s"],
-                         raw["cpu_s"], _one_line(detail))
+                         raw["cpu_s"], _one_line(detail), [_one_line(e) for e in evidence])
 
 
 def _status(raw: dict, channel: str, limits: Limits) -> tuple[str, str]:
@@ -83,6 +91,12 @@ def _status(raw: dict, channel: str, limits: Limits) -> tuple[str, str]:
         return "output_limit", f"output over the {limits.output_bytes}-byte limit"
     if raw["timed_out"]:
         return "timeout", f"wall time limit of {limits.timeout_s:g} s exceeded"
+    if raw.get("cpu_exceeded"):
+        return "timeout", (f"CPU time limit of {limits.cpu_s:g} s exceeded (all of the program's "
+                           f"processes: {raw['cpu_s']:.2f} s)")
+    if raw.get("oom_killed"):
+        return "oom", (f"killed at the memory limit ({limits.memory_mb} MB, counting memfd, "
+                       f"tmpfs and page cache)")
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and raw["cpu_s"] >= cpu_limit - 0.05):
         return "timeout", f"killed by {name} (CPU time limit {cpu_limit} s)"
     if channel == "memory_error":
@@ -92,8 +106,6 @@ def _status(raw: dict, channel: str, limits: Limits) -> tuple[str, str]:
         return "oom", f"killed by {name} at the memory limit ({limits.memory_mb} MB)"
     if channel == "completed" and code == 0:
         return "passed", "ran to the end"
-    if channel == "tampered":
-        return "failed", "the program wrote on the sandbox's pass channel"
     if code == 0:
         how = "SystemExit" if channel == "system_exit" else "os._exit or a signal handler"
         return "failed", f"early exit before the end of the program ({how}, exit code 0)"

@@ -1,9 +1,13 @@
 """The seccomp filter programs run under, compiled to BPF with libseccomp through ctypes.
 
-A deny list on top of "allow": the namespaces, the dropped capabilities and the non-root uid
-already stop most of these calls; the filter removes the kernel surface a program never needs
-(and that the other layers would only fail on later), and it is the layer that blocks IP sockets
-in the Docker backend as well, where the runner installs the same program before the code runs.
+A deny list of system calls on top of "allow": the namespaces, the dropped capabilities and the
+non-root uid already stop most of these calls; the filter removes the kernel surface a program
+never needs (and that the other layers would only fail on later). Sockets are an allow-list:
+``socket()`` works for AF_UNIX only, every other family (IP, netlink, packet, VSOCK, which no
+network namespace covers, Bluetooth, ALG, XDP, CAN, TIPC and any family a future kernel adds)
+fails with EACCES (which says: the filter, not a missing kernel module). The runner installs
+the same filter in each program on both backends, and ``docker_profile`` gives the same rules as
+a Docker seccomp profile for the containers themselves.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ DENIED_SYSCALLS = (
     "syslog", "vhangup", "lookup_dcookie", "nfsservctl", "iopl", "ioperm",
 )
 
-# socket(domain, ...) with these domains fails; AF_UNIX stays (multiprocessing uses it).
-DENIED_SOCKET_FAMILIES = {"AF_INET": 2, "AF_NETLINK": 16, "AF_PACKET": 17, "AF_INET6": 10}
+# The one socket family a program may create (multiprocessing and the runner's pipes use it).
+ALLOWED_SOCKET_FAMILY = 1  # AF_UNIX
 
 # clone() flags that create namespaces.
 CLONE_NEW_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000,
@@ -44,7 +48,6 @@ CLONE_NEW_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0
 
 _SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_CMP_NE = 1
-_SCMP_CMP_EQ = 4
 _SCMP_CMP_MASKED_EQ = 7
 
 
@@ -100,8 +103,9 @@ def filter_bpf() -> bytes:
         deny = _act_errno(errno.EPERM)
         for name in DENIED_SYSCALLS:
             _add(lib, ctx, deny, name)
-        for family in DENIED_SOCKET_FAMILIES.values():
-            _add(lib, ctx, _act_errno(errno.EACCES), "socket", _ArgCmp(0, _SCMP_CMP_EQ, family, 0))
+        # Compared on all 64 bits: a family with junk in the upper half is denied too.
+        _add(lib, ctx, _act_errno(errno.EACCES), "socket",
+             _ArgCmp(0, _SCMP_CMP_NE, ALLOWED_SOCKET_FAMILY, 0))
         for flag in CLONE_NEW_FLAGS:
             _add(lib, ctx, deny, "clone", _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag))
         # Another process's rlimits (the runner's, when it shares the program's uid): no.
@@ -118,3 +122,27 @@ def filter_bpf() -> bytes:
             os.close(fd)
     finally:
         lib.seccomp_release(ctx)
+
+
+def docker_profile() -> str:
+    """The same rules as a Docker seccomp profile (JSON for ``--security-opt seccomp=``)."""
+    import json
+
+    eperm, eacces = errno.EPERM, errno.EACCES
+    rules: list[dict] = [{"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": eperm},
+                         {"names": ["socket"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": eacces,
+                          "args": [{"index": 0, "value": ALLOWED_SOCKET_FAMILY,
+                                    "op": "SCMP_CMP_NE"}]},
+                         {"names": ["prlimit64"], "action": "SCMP_ACT_ERRNO", "errnoRet": eperm,
+                          "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_NE"}]},
+                         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": errno.ENOSYS}]
+    rules += [{"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": eperm,
+               "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}]}
+              for flag in CLONE_NEW_FLAGS]
+    return json.dumps({"defaultAction": "SCMP_ACT_ALLOW",
+                       # Native ABIs only: x86's socketcall() would hide the family.
+                       "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+                       "syscalls": rules})

@@ -20,11 +20,22 @@ import tempfile
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 from evalkit.errors import EvalkitError
 from evalkit.paths import project_root, resource_dir
-from evalkit.sandbox.base import Sandbox
 from evalkit.sandbox.result import Limits, SandboxResult
+
+
+class Sandbox(Protocol):
+    """What the self-test needs of a sandbox (``evalkit.sandbox.base.Sandbox`` is one; that
+    module calls this one, so this one does not import it)."""
+
+    backend: str
+    _workers: list[Any]
+
+    def run(self, source: str, limits: Limits | None = None) -> SandboxResult: ...
+    def run_many(self, programs: Any) -> list[SandboxResult]: ...
 
 QUICK_LIMITS = Limits(timeout_s=10, cpu_s=5)
 HOSTILE_LIMITS = Limits(timeout_s=3, cpu_s=1)
@@ -32,12 +43,20 @@ SECRET_ENV = "EVALKIT_CANARY_SECRET"
 
 _PLAIN = 'print("evalkit-selftest-ok")\n'
 _EARLY_EXIT = "import sys\nsys.exit(0)\nassert False\n"
+# Raises the runner's finish event itself, then leaves before its (failing) test.
+_FORGE = "import os, sys\nsys.audit('evalkit.finish', sys._getframe())\nos._exit(0)\nassert False\n"
 _PROBE = """
 import os, socket
 for address in [("1.1.1.1", 53), ("127.0.0.1", 22), ("8.8.8.8", 443)]:
     try:
         socket.create_connection(address, timeout=2).close()
         print("connected", address)
+    except OSError:
+        pass
+for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, 40):  # 40: AF_VSOCK
+    try:
+        socket.socket(family, socket.SOCK_DGRAM).close()
+        print("connected", "socket family", family)
     except OSError:
         pass
 with open("/proc/self/status") as f:
@@ -50,19 +69,22 @@ print("uid", os.getuid(), "caps", sum(caps), "writable", writable)
 def check_sandbox(sandbox: Sandbox) -> None:
     """The pre-evaluation self-test. Raises EvalkitError with what failed and how to fix it."""
     isolated = sandbox.backend != "none"
-    programs = [_PLAIN, _EARLY_EXIT] + ([_PROBE] if isolated else [])
+    programs = [_PLAIN, _EARLY_EXIT, _FORGE] + ([_PROBE] if isolated else [])
     results = sandbox.run_many([(source, QUICK_LIMITS) for source in programs])
     fix = _fix_hint(sandbox.backend)
-    plain, early = results[0], results[1]
+    plain, early, forged = results[0], results[1], results[2]
     if plain.status != "passed" or plain.stdout.strip() != "evalkit-selftest-ok":
         raise EvalkitError(f"sandbox self-test: a plain print() did not pass ({plain.status}: "
                            f"{plain.detail}). {fix}")
     if early.status != "failed":
         raise EvalkitError(f"sandbox self-test: an early sys.exit(0) was {early.status}, "
                            f"not failed. {fix}")
+    if forged.status != "tampered":
+        raise EvalkitError(f"sandbox self-test: a forged pass signal was {forged.status}, "
+                           f"not tampered ({forged.detail}). {fix}")
     if not isolated:
         return
-    probe = results[2]
+    probe = results[3]
     if probe.status != "passed" or "connected" in probe.stdout:
         raise EvalkitError(f"sandbox self-test: a network connection was not blocked "
                            f"({probe.status}: {probe.stdout.strip()[:200]}). {fix}")

@@ -19,12 +19,13 @@ from evalkit.errors import EvalkitError
 
 
 class _NodePool:
-    def __init__(self, backend: str, workers: int | None) -> None:
+    def __init__(self, backend: str, workers: int | None, allow_weaker_isolation: bool) -> None:
         import os
 
         from evalkit.sandbox import get_sandbox
 
-        self.sandbox = get_sandbox(backend, workers=workers or os.cpu_count())  # self-tests
+        self.sandbox = get_sandbox(backend, workers=workers or os.cpu_count(),  # self-tests
+                                   allow_weaker_isolation=allow_weaker_isolation)
 
     def size(self) -> int:
         return self.sandbox.workers
@@ -41,7 +42,8 @@ class RaySandbox:
 
     backend = "ray"
 
-    def __init__(self, backend: str, workers_per_node: int | None = None) -> None:
+    def __init__(self, backend: str, workers_per_node: int | None = None,
+                 allow_weaker_isolation: bool = False) -> None:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -51,7 +53,8 @@ class RaySandbox:
             cpus = int(node.get("Resources", {}).get("CPU", 0)) or 1
             actors[node["NodeID"]] = ray.remote(num_cpus=0, max_concurrency=4 * cpus)(
                 _NodePool).options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-                    node["NodeID"], soft=False)).remote(backend, workers_per_node or cpus)
+                    node["NodeID"], soft=False)).remote(backend, workers_per_node or cpus,
+                                                        allow_weaker_isolation)
         self.pools: dict[Any, int] = {}
         for node_id, actor in actors.items():
             try:

@@ -1,10 +1,15 @@
 """FineTuneBench scoring without a hosted judge: normalized answers, exact and contained.
 
-The paper grades answers with an LLM judge; without one, an answer is compared with the gold
-answer after ``normalize``: NFKC, lower case, curly quotes straightened, thousands separators
-and currency/percent signs dropped, number words up to ninety-nine as digits, articles dropped,
-numbers in canonical form (``126.0`` -> ``126``), then split into word/number tokens. Only the
-first non-empty line of the response is read (models often add an explanation after it).
+The paper (Wu, Wu & Zou 2024, arXiv:2411.05059; its ``eval_prompt``) grades answers with an
+LLM judge that says whether a short guess is "Correct" given the question, the gold answer and
+its context: a different number is wrong (``-5`` is not ``5``), the same value written another
+way is right (``fifty five``, ``55``; ``.5``, ``0.5``). Without a judge, an answer is compared
+with the gold answer after ``normalize``: NFKC, lower case, curly quotes straightened, the
+unicode minus (U+2212) read as ``-``, thousands separators and currency/percent signs dropped,
+number words up to ninety-nine as digits (``fifty-five`` and ``fifty five``; ``minus five``),
+articles dropped, numbers in canonical form (``126.0`` -> ``126``, ``.5`` -> ``0.5``, a sign
+kept: ``-5`` is its own token), ``n/a`` kept as one token, then split into word/number tokens.
+Only the first non-empty line of the response is read (models often add an explanation).
 
 - ``answer,exact``: the response's tokens equal the gold answer's;
 - ``answer,contains``: the gold tokens appear contiguously in the response's (token boundaries:
@@ -32,7 +37,10 @@ _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 _TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _NUMBER_WORDS = {w: i for i, w in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in
                                                          enumerate(_TENS)}
-_TOKEN = re.compile(r"\d+(?:[.:/-]\d+)*|[^\W\d_]+(?:'[^\W\d_]+)*")
+# A leading "-" is a sign only where it cannot join two words or numbers ("covid-19", "23-13").
+_TOKEN = re.compile(r"\bn/a\b|(?:(?<![\w.])-)?(?:\d+(?:[.:/-]\d+)*|(?<!\w)\.\d+)"
+                    r"|[^\W\d_]+(?:'[^\W\d_]+)*")
+_DECIMAL = re.compile(r"(-?)(\d*)\.(\d+)")
 _ABSTAIN = re.compile(r"\b(?:none|unknown|n/a|not (?:known|available|sure|certain)|"
                       r"(?:do not|don't|cannot|can't|can not) (?:know|answer|be answered|say|"
                       r"determine)|no (?:information|answer|data|record))\b")
@@ -42,20 +50,40 @@ def normalize(text: str) -> list[str]:
     """Tokens of an answer after normalization (see the module docstring)."""
     s = unicodedata.normalize("NFKC", text).lower()
     s = s.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"')
-    s = s.replace("\u201d", '"')
+    s = s.replace("\u201d", '"').replace("\u2212", "-")  # NFKC keeps the unicode minus
     s = re.sub(r"(?<=\d),(?=\d{3}\b)", "", s)  # 1,950 -> 1950
     s = re.sub(r"\b([a-z]+)-([a-z]+)\b",
                lambda m: str(_NUMBER_WORDS[m[1]] + _NUMBER_WORDS[m[2]])
                if m[1] in _TENS and _NUMBER_WORDS.get(m[2], 10) < 10 else m[0], s)
-    tokens = []
-    for tok in _TOKEN.findall(s):
-        if tok in ("a", "an", "the"):
-            continue
-        tok = str(_NUMBER_WORDS.get(tok, tok))
-        if re.fullmatch(r"\d+\.\d+", tok):  # 126.0 -> 126, 7.50 -> 7.5
-            tok = tok.rstrip("0").rstrip(".")
-        tokens.append(tok)
-    return tokens
+    words = [w for w in _TOKEN.findall(s) if w not in ("a", "an", "the")]
+    tokens: list[str] = []
+    i = 0
+    while i < len(words):
+        word, nxt = words[i], words[i + 1] if i + 1 < len(words) else ""
+        if word in _TENS and 0 < _NUMBER_WORDS.get(nxt, 10) < 10:  # "fifty five" = 55
+            word, i = str(_NUMBER_WORDS[word] + _NUMBER_WORDS[nxt]), i + 1
+        tokens.append(_canonical(str(_NUMBER_WORDS.get(word, word))))
+        i += 1
+    # "minus five" / "negative 5": the sign, like a written "-5".
+    out: list[str] = []
+    for tok in tokens:
+        if out and out[-1] in ("minus", "negative") and re.fullmatch(r"\d+(?:\.\d+)?", tok):
+            out[-1] = _canonical("-" + tok)
+        else:
+            out.append(tok)
+    return out
+
+
+def _canonical(tok: str) -> str:
+    """126.0 -> 126, 7.50 -> 7.5, .5 -> 0.5, -0 -> 0; other tokens unchanged."""
+    match = _DECIMAL.fullmatch(tok)
+    if match:
+        sign, whole, frac = match.groups()
+        frac = frac.rstrip("0")
+        tok = f"{sign}{whole.lstrip('0') or '0'}" + (f".{frac}" if frac else "")
+    if re.fullmatch(r"-0+", tok):
+        return "0"
+    return tok
 
 
 def first_line(response: str) -> str:

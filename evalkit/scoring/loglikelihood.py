@@ -147,25 +147,36 @@ def group_metrics(metrics: dict[str, dict], samples: Sequence[dict],
         stats = {}
         for g in sorted(groups):
             v = np.array(groups[g])
-            se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+            se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
             stats[g] = (float(v.mean()), se, len(v))
-            out[f"{name},{g}"] = summary(stats[g][0], len(v), "group", m["score_key"],
-                                         m["higher_is_better"], stderr=se)
+            out[f"{name},{g}"] = summary(
+                stats[g][0], len(v), "group", m["score_key"], m["higher_is_better"], stderr=se,
+                stderr_note=None if se is not None else "one item in the group: no spread")
         if len(stats) > 1:
             values = np.array([v for v, _, _ in stats.values()])
-            ses = np.array([se for _, se, _ in stats.values()])
-            out[f"{name},macro"] = summary(float(values.mean()),
-                                           sum(n for _, _, n in stats.values()), "macro",
-                                           m["score_key"], m["higher_is_better"],
-                                           stderr=float(np.sqrt(np.sum(ses ** 2))) / len(ses))
+            ses = [se for _, se, _ in stats.values()]
+            known = all(se is not None for se in ses)
+            out[f"{name},macro"] = summary(
+                float(values.mean()), sum(n for _, _, n in stats.values()), "macro",
+                m["score_key"], m["higher_is_better"],
+                stderr=float(np.sqrt(np.sum(np.square(ses)))) / len(ses) if known else None,
+                stderr_note=None if known else "a group has one item: no standard error")
     return out
 
 
 def summary(value: float, n: int, aggregation: str, score_key: str,
-            higher_is_better: bool = True, stderr: float = float("nan")) -> dict:
-    """A metrics.json entry for a summary metric (``aggregation``: corpus, group or macro)."""
-    return {"value": value, "stderr": stderr, "n": n, "aggregation": aggregation,
-            "score_key": score_key, "k": None, "higher_is_better": higher_is_better}
+            higher_is_better: bool = True, stderr: float | None = None,
+            stderr_note: str | None = None) -> dict:
+    """A metrics.json entry for a summary metric (``aggregation``: corpus, group or macro).
+
+    metrics.json is standard JSON: a standard error that does not exist is ``null``, with the
+    reason in ``stderr_note`` (a corpus-level number has no per-item spread).
+    """
+    entry = {"value": value, "stderr": stderr, "n": n, "aggregation": aggregation,
+             "score_key": score_key, "k": None, "higher_is_better": higher_is_better}
+    if stderr is None:
+        entry["stderr_note"] = stderr_note or f"{aggregation} metric: no per-item standard error"
+    return entry
 
 
 @register_scorer("multiple_choice")

@@ -17,7 +17,7 @@ from evalkit.tasks.files import _index, list_tasks, task_dirs
 from evalkit.tasks.spec import load_spec
 from evalkit.tasks.task import Task
 
-__all__ = ["Doc", "Task", "list_tasks", "load_task", "task_dirs"]
+__all__ = ["Doc", "Task", "check_task", "list_tasks", "load_task", "task_dirs"]
 
 
 def load_task(name: str, data_dir: str | Path | None = None) -> Task:
@@ -38,3 +38,14 @@ def load_task(name: str, data_dir: str | Path | None = None) -> Task:
         raise EvalkitError(f"malformed task file {path}: field 'name': '{spec.name}' does not "
                            f"match the file name '{name}'")
     return Task(spec, path, resolve_data_dir(data_dir))
+
+
+def check_task(name: str, data_dir: str | Path | None = None, limit: int | None = None) -> None:
+    """Load a task and its documents (an ``lm_eval:`` task through lm-eval), so a bad name or
+    missing data fails before any model loads."""
+    if name.startswith("lm_eval:"):
+        from evalkit.tasks.lm_eval import check_task as check_lm_eval_task
+
+        check_lm_eval_task(name, limit)
+        return
+    load_task(name, data_dir).docs(limit)

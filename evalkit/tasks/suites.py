@@ -46,6 +46,14 @@ def expand_tasks(names: list[str]) -> tuple[list[str], dict[str, int]]:
     limits: dict[str, int] = {}
 
     def add(name: str, limit: int | None, path: tuple[str, ...]) -> None:
+        if name.startswith("lm_eval:") and name not in tasks:  # a group: its leaf tasks
+            from evalkit.tasks.lm_eval import expand
+
+            leaves = expand(name)
+            if leaves != [name]:
+                for leaf in leaves:
+                    add(leaf, limit, path)
+                return
         if name in known:
             if name in path:
                 raise EvalkitError(f"suite '{name}' includes itself ({' -> '.join(path)})")

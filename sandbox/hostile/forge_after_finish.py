@@ -1,5 +1,5 @@
 # category: forgery
-# expect: failed
+# expect: tampered
 # Runs to the end, but writes on the sandbox's status channel on the way.
 import contextlib
 import os

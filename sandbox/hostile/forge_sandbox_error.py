@@ -1,5 +1,5 @@
 # category: forgery
-# expect: failed
+# expect: tampered
 # Tries to pass itself off as a sandbox failure (which is never scored) instead of failing.
 import contextlib
 import os

@@ -1,5 +1,5 @@
 # category: forgery
-# expect: failed
+# expect: tampered
 # Tries to fake the pass signal: writes plausible tokens on every descriptor, prints "passed",
 # then leaves without running its tests.
 import contextlib

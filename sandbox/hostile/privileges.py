@@ -1,5 +1,5 @@
 # category: privileges
-# expect: passed
+# expect: tampered
 # Tries to become root again, to trace the runner and to read its memory.
 import ctypes
 import os

@@ -1,5 +1,5 @@
 # category: mounts
-# expect: passed
+# expect: tampered
 # Tries to remount the root read-write (system call and mount(8)), then to write to /usr.
 import ctypes
 import subprocess

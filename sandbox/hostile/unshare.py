@@ -1,5 +1,5 @@
 # category: namespaces
-# expect: passed
+# expect: tampered
 # New namespaces (a user namespace would hand it capabilities inside): system calls and
 # unshare(1).
 import ctypes

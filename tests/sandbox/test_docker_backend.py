@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -11,6 +12,7 @@ import pytest
 from evalkit.errors import EvalkitError
 from evalkit.sandbox import Limits, get_sandbox
 from evalkit.sandbox.docker import RUNNER_CAPS, docker_client
+from evalkit.sandbox.seccomp import docker_profile
 from evalkit.sandbox.selftest import leftover_processes
 
 
@@ -34,9 +36,13 @@ def test_containers_are_locked_down(docker_sandbox):
         assert host["CapDrop"] == ["ALL"]
         assert sorted(host["CapAdd"]) == sorted(RUNNER_CAPS)  # the runner's, never a program's
         assert "no-new-privileges" in host["SecurityOpt"]
+        profile = next(o for o in host["SecurityOpt"] if o.startswith("seccomp="))
+        assert json.loads(profile.removeprefix("seccomp=")) == json.loads(docker_profile())
         assert host["PidsLimit"] == 64
+        assert host["NanoCpus"] == 1_000_000_000
         assert host["Memory"] > 0 and host["MemorySwap"] == host["Memory"]
-        assert host["Tmpfs"]["/tmp"].startswith("size=64m")
+        assert host["Tmpfs"]["/tmp"].startswith("size=64m,nr_inodes=65536")
+        assert host["Tmpfs"]["/dev/shm"].startswith("size=16m,nr_inodes=1024")
         assert host["IpcMode"] == "private"
 
 
@@ -80,3 +86,12 @@ def test_closing_removes_every_container_even_mid_recycle(docker_engine):
     assert sandbox.run("print('x' * 100)\n", Limits(output_bytes=10)).status == "output_limit"
     sandbox.close()
     assert ours() == before
+
+
+def test_the_containers_memory_limit_follows_the_programs(docker_engine):
+    with get_sandbox("docker", workers=1) as sandbox:
+        worker = sandbox._workers[0]
+        result = sandbox.run("print(1)", Limits(memory_mb=300))
+        assert result.status == "passed", result.detail
+        worker.container.reload()
+        assert worker.container.attrs["HostConfig"]["Memory"] == (300 + 64 + 16) << 20

@@ -29,7 +29,7 @@ def test_result_round_trips_through_json():
     result = SandboxResult("passed", 0, "out", "err", 0.5, 0.25, "ran to the end")
     assert json.loads(json.dumps(result.to_dict())) == {
         "status": "passed", "exit_code": 0, "stdout": "out", "stderr": "err", "wall_s": 0.5,
-        "cpu_s": 0.25, "detail": "ran to the end"}
+        "cpu_s": 0.25, "detail": "ran to the end", "evidence": []}
     assert result.passed and result.status in STATUSES
 
 

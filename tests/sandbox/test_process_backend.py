@@ -111,3 +111,17 @@ def test_a_runner_dying_once_is_retried_on_a_fresh_one():
         thread.join()
         assert (results[0].status, results[0].stdout) == ("passed", "done\n")
         assert _runner_pids(sandbox).isdisjoint(first)
+
+
+def test_a_tree_deeper_than_path_max_does_not_reach_the_next_program():
+    from evalkit.sandbox.selftest import hostile_programs
+
+    deep = next(p for p in hostile_programs() if p.name == "deep_tree")
+    with get_sandbox("process", workers=1) as sandbox:
+        worker = sandbox._workers[0]
+        left = sandbox.run(deep.template, deep.limits)
+        assert left.status == "passed" and "8040 characters deep" in left.stdout, left.detail
+        runner = worker.runner_pid()
+        after = sandbox.run("import os\nprint(os.listdir('/tmp'), os.listdir('/dev/shm'))\n")
+        assert (after.status, after.stdout) == ("passed", "['work'] []\n"), after.detail
+        assert worker.runner_pid() == runner  # no sandbox error, no retry on a fresh worker

@@ -23,7 +23,7 @@ def test_run_json_prints_exactly_one_json_object(tmp_path):
     assert result == {**result, "backend": "process", "status": "passed", "exit_code": 0,
                       "stdout": "hello\n", "stderr": "warn\n", "detail": "ran to the end"}
     assert set(result) == {"backend", "status", "exit_code", "stdout", "stderr", "wall_s",
-                           "cpu_s", "detail"}
+                           "cpu_s", "detail", "evidence"}
 
 
 def test_run_applies_the_limits_given(tmp_path):
@@ -41,8 +41,38 @@ def test_run_without_json_prints_a_summary(tmp_path):
     program = tmp_path / "prog.py"
     program.write_text("assert 1 == 2, 'nope'\n")
     done = evalkit("sandbox", "run", str(program))
-    assert done.returncode == 0
+    assert done.returncode == 1  # the program did not pass
     assert "failed" in done.stdout and "AssertionError: nope" in done.stdout
+
+
+HOSTILE_OUTPUT = (
+    "import sys\n"
+    "print('\\x1b[2J\\x1b]0;pwned title\\x07\\x1b]52;c;ZWNobyBwd25lZA==\\x07 [bold]x[/bold]')\n"
+    "print('\\u202eevil', file=sys.stderr)\n"
+    "print('[/]', file=sys.stderr)\n"
+    "sys.exit(3)\n")
+
+
+def test_run_plain_output_shows_hostile_output_inert(tmp_path):
+    program = tmp_path / "prog.py"
+    program.write_text(HOSTILE_OUTPUT)
+    done = evalkit("sandbox", "run", str(program))
+    # exit 1: the program did not pass (it exits 3); "[/]" as the last stderr line used to crash
+    assert done.returncode == 1, done.stderr
+    assert not any(ch in done.stdout for ch in "\x1b\x07\u202e")
+    assert "\\x1b[2J\\x1b]0;pwned title\\x07" in done.stdout  # shown, escaped
+    assert "[bold]x[/bold]" in done.stdout and "[/]" in done.stdout  # markup shown as text
+    assert "\\u202eevil" in done.stdout
+
+
+def test_run_json_keeps_hostile_output_exact_and_escaped(tmp_path):
+    program = tmp_path / "prog.py"
+    program.write_text(HOSTILE_OUTPUT)
+    done = evalkit("sandbox", "run", str(program), "--json")
+    assert "\x1b" not in done.stdout  # JSON escapes it: \u001b
+    result = json.loads(done.stdout)
+    assert result["stdout"].startswith("\x1b[2J\x1b]0;pwned title\x07")
+    assert result["stderr"] == "\u202eevil\n[/]\n"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -64,7 +64,8 @@ def test_an_exit_hook_that_fails_after_the_program_turns_a_pass_into_a_failure(s
 def test_cpu_time_limit_is_a_timeout(sandbox):
     result = sandbox.run("while True:\n    pass\n", QUICK)
     assert result.status == "timeout"
-    assert "SIGXCPU" in result.detail
+    # SIGXCPU (rlimit) and the cgroup's CPU check race; either verdict names the CPU limit.
+    assert "CPU time limit" in result.detail
     assert result.cpu_s >= 0.9
 
 

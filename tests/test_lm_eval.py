@@ -1,0 +1,214 @@
+"""lm-eval interop: ``lm_eval:NAME`` tasks, ``import lm-eval``, ``export --format lm-eval``.
+
+The reference is lm-eval 0.4.13 itself: its ``simple_evaluate`` with its own HF backend on a
+tiny llama, reading the same local data through task YAMLs written here (lm-eval's own
+``dataset_path: json`` mechanism, the user-folder route of ``--lm-eval-include``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+from test_cli_errors import assert_clean_error, evalkit
+
+from evalkit.run.format import load_run
+from evalkit.run.runner import RunOptions, open_backend, run_task
+
+lm_eval = pytest.importorskip("lm_eval")
+LM_EVAL_TASKS = Path(lm_eval.__file__).parent / "tasks"
+LIMIT = 4
+MAX_GEN = 24  # gsm8k: short generations keep the tiny model's greedy run cheap
+
+
+def _yaml(folder: Path, name: str, include: str, files: dict[str, Path]) -> None:
+    lines = [f"include: {LM_EVAL_TASKS / include}", f"task: {name}", "dataset_path: json",
+             "dataset_name: null", "dataset_kwargs:", "  data_files:"]
+    lines += [f"    {split}: {path}" for split, path in files.items()]
+    (folder / f"{name}.yaml").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def include(tmp_path_factory, data_dir) -> Path:
+    """A user task folder: lm-eval's arc_easy and gsm8k on the shared local files."""
+    folder = tmp_path_factory.mktemp("lm_eval_tasks")
+    arc = {s: data_dir / f"arc/ARC-Easy-{s}.jsonl" for s in ("train", "validation", "test")}
+    _yaml(folder, "arc_easy", "arc/arc_easy.yaml", arc)
+    gsm = {s: data_dir / f"gsm8k/{s}.jsonl" for s in ("train", "test")}
+    _yaml(folder, "gsm8k", "gsm8k/gsm8k.yaml", gsm)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def env(include):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EVALKIT_LM_EVAL_INCLUDE", str(include))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_llama, include, tmp_path_factory):
+    """lm-eval itself (HF backend) on both tasks, its output written as `lm_eval` writes it."""
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
+
+    out = tmp_path_factory.mktemp("lm_eval_out")
+    tracker = EvaluationTracker(output_path=str(out))
+    results = simple_evaluate(
+        model="hf", model_args=f"pretrained={tiny_llama},dtype=float32", device="cpu",
+        tasks=["arc_easy", "gsm8k"], task_manager=TaskManager(include_path=str(include)),
+        limit=LIMIT, log_samples=True, batch_size=4, gen_kwargs=f"max_gen_toks={MAX_GEN}",
+        evaluation_tracker=tracker)
+    samples = results.pop("samples")
+    # lm-eval's writer turns the samples it saves into strings in place: save copies.
+    tracker.save_results_aggregated(results=results, samples=copy.deepcopy(samples))
+    for task in results["configs"]:
+        tracker.save_results_samples(task_name=task, samples=copy.deepcopy(samples[task]))
+    return results, samples, out
+
+
+@pytest.fixture(scope="module")
+def ours(tiny_llama, env, tmp_path_factory):
+    """The same two tasks through evalkit (hf backend, one engine)."""
+    from evalkit.checkpoints import resolve
+
+    ckpt = resolve(str(tiny_llama))
+    options = RunOptions(backend="hf", limit=LIMIT, max_tokens=MAX_GEN, progress=False,
+                         out_dir=tmp_path_factory.mktemp("runs"),
+                         backend_options={"batch_size": 4, "dtype": "float32"})
+    with open_backend(ckpt, options) as backend:
+        return {t: run_task(ckpt, f"lm_eval:{t}", options, backend=backend)
+                for t in ("arc_easy", "gsm8k")}
+
+
+def _by_doc(samples: list[dict], flt: str) -> dict[int, dict]:
+    return {s["doc_id"]: s for s in samples if s["filter"] == flt}
+
+
+def test_arc_easy_per_item_equals_lm_evals_hf(reference, ours):
+    results, samples, _ = reference
+    ref = _by_doc(samples["arc_easy"], "none")
+    run, records, metrics = load_run(ours["arc_easy"]).dicts()
+    assert len(records) == len(ref) == LIMIT
+    for r in records:
+        s = ref[int(r["doc_id"])]
+        assert r["prompt_hash"] == s["prompt_hash"] and r["doc_hash"] == s["doc_hash"]
+        assert r["scores"] == {"acc,none": s["acc"], "acc_norm,none": s["acc_norm"]}
+        for (lp, greedy), ((ref_lp, ref_greedy),) in zip(r["filtered_resps"]["none"],
+                                                         s["resps"], strict=True):
+            assert math.isclose(lp, ref_lp, rel_tol=1e-4, abs_tol=1e-4) and greedy == ref_greedy
+    for key in ("acc,none", "acc_norm,none"):
+        assert metrics["metrics"][key]["value"] == results["results"]["arc_easy"][key]
+    assert run["task"]["version"] == str(results["versions"]["arc_easy"])
+    assert run["lm_eval"]["config"]["task"] == "arc_easy" and run["task"]["config_hash"]
+
+
+def test_gsm8k_generations_and_scores_equal_lm_evals_hf(reference, ours):
+    _, samples, _ = reference
+    _, records, _ = load_run(ours["gsm8k"]).dicts()
+    assert len(records) == LIMIT
+    for flt in ("strict-match", "flexible-extract"):
+        ref = _by_doc(samples["gsm8k"], flt)
+        for r in records:
+            s = ref[int(r["doc_id"])]
+            assert r["prompt_hash"] == s["prompt_hash"]
+            assert r["completion"] == s["resps"][0][0]
+            assert r["filtered_resps"][flt] == s["filtered_resps"]
+            assert r["scores"][f"exact_match,{flt}"] == s["exact_match"]
+
+
+def test_native_tasks_agree_with_lm_eval_versions_on_the_same_answers(ours):
+    """evalkit's own gsm8k / arc_easy score lm_eval:'s completions and loglikelihoods alike."""
+    from evalkit.models.base import Loglikelihood
+    from evalkit.scoring import ScoreInput
+    from evalkit.scoring.loglikelihood import LoglikelihoodInput
+    from evalkit.tasks import load_task
+
+    gsm = load_task("gsm8k")
+    docs = gsm.docs(LIMIT)
+    _, records, _ = load_run(ours["gsm8k"]).dicts()
+    for doc, r in zip(docs, records, strict=True):
+        assert gsm.prompt(doc) == r["prompt"]
+        score = gsm.scorer(ScoreInput(doc=doc.data, prompt=r["prompt"],
+                                      completion=r["completion"], target=gsm.target(doc)))
+        assert score.values == {k: v for k, v in r["scores"].items()}
+
+    arc = load_task("arc_easy")
+    _, records, _ = load_run(ours["arc_easy"]).dicts()
+    for doc, r in zip(arc.docs(LIMIT), records, strict=True):
+        assert arc.prompt(doc) == r["prompt"]
+        lls = r["lm_eval"]["resps"]
+        results = [Loglikelihood(logprob=lp, is_greedy=g, n_tokens=1) for ((lp, g),) in lls]
+        conts = [a[1] for a in r["lm_eval"]["arguments"]]
+        score = arc.scorer.score_loglikelihood(LoglikelihoodInput(
+            doc=doc.data, continuations=conts, results=results,
+            choices=arc.choices(doc.data), gold=arc.gold(doc.data)))
+        assert {f"{k},none": v for k, v in score.values.items()} == r["scores"]
+
+
+def test_import_pairs_with_evalkit_run(reference, ours, tmp_path):
+    from evalkit.compare.load import load_run as load_pairable
+    from evalkit.compare.rows import compare_runs
+
+    _, _, out = reference
+    proc = evalkit("import", "lm-eval", str(out), "--out", str(tmp_path / "imported"))
+    assert proc.returncode == 0, proc.stderr
+    imported = {Path(p).parent.name: Path(p) for p in proc.stdout.split()}
+    assert set(imported) == {"lm_eval:arc_easy", "lm_eval:gsm8k"}
+    pairs = [(load_pairable(imported[f"lm_eval:{t}"]), load_pairable(ours[t]))
+             for t in ("arc_easy", "gsm8k")]
+    comparison = compare_runs(pairs, resamples=1000)
+    assert {r.metric for r in comparison.rows} >= {"acc,none", "exact_match,strict-match"}
+    for row in comparison.rows:
+        assert row.n_items == LIMIT and row.delta == pytest.approx(0.0, abs=1e-12)
+        assert row.verdict in ("no significant change", "untested"), row
+
+
+def test_export_reads_in_lm_eval_and_reimports_to_the_same_run(ours, tmp_path):
+    from lm_eval.utils import make_table
+
+    proc = evalkit("export", str(ours["arc_easy"]), str(ours["gsm8k"]), "--format", "lm-eval",
+                   "-o", str(tmp_path / "exp"))
+    assert proc.returncode == 0, proc.stderr
+    (results_file,) = (tmp_path / "exp").glob("results_*.json")
+    results = json.loads(results_file.read_text())
+    table = make_table(results)
+    assert "arc_easy" in table and "acc_norm" in table and "strict-match" in table
+    lines = [json.loads(x) for x in next((tmp_path / "exp").glob("samples_gsm8k_*.jsonl"))
+             .read_text().splitlines()]
+    assert len(lines) == 2 * LIMIT  # one per doc and filter, as lm-eval logs them
+    assert set(lines[0]) >= {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps",
+                             "filter", "metrics", "exact_match", "doc_hash", "prompt_hash",
+                             "target_hash"}
+    proc = evalkit("import", "lm-eval", str(tmp_path / "exp"), "--out", str(tmp_path / "re"))
+    assert proc.returncode == 0, proc.stderr
+    for folder in map(Path, proc.stdout.split()):
+        _, records, metrics = load_run(folder).dicts()
+        original_folder = ours[folder.parent.name.removeprefix("lm_eval:")]
+        _, original, original_metrics = load_run(original_folder).dicts()
+        assert records == original and metrics == original_metrics
+
+
+def test_bad_inputs_exit_2_with_one_line(reference, tmp_path, tiny_llama, env):
+    _, _, out = reference
+    no_samples = tmp_path / "no_samples"
+    no_samples.mkdir()
+    (results_file,) = out.rglob("results_*.json")
+    (no_samples / results_file.name).write_text(results_file.read_text())
+    assert_clean_error(evalkit("import", "lm-eval", str(no_samples), "--out", str(tmp_path / "a")),
+                       "per-sample logging", tmp_path / "a")
+    old = json.loads(results_file.read_text())
+    old["lm_eval_version"] = "0.3.0"
+    other = tmp_path / "old"
+    other.mkdir()
+    (other / results_file.name).write_text(json.dumps(old))
+    assert_clean_error(evalkit("import", "lm-eval", str(other), "--out", str(tmp_path / "b")),
+                       "lm-eval 0.3.0", tmp_path / "b")
+    assert_clean_error(evalkit("run", "-m", str(tiny_llama), "--backend", "hf", "--task",
+                               "lm_eval:arc_eazy", "--out", str(tmp_path / "c")),
+                       "unknown lm-eval task 'arc_eazy'", tmp_path / "c")
