@@ -19,7 +19,7 @@ def _compare(base: Path, tuned: Path, tmp_path: Path, name: str) -> dict:
     out = tmp_path / name
     result = subprocess.run(
         [sys.executable, "-m", "evalkit", "compare", str(base), str(tuned), "--tasks", "gsm8k",
-         "--limit", "3", "--max-tokens", "8", "--backend", "hf", "--tuco",
+         "--limit", "3", "--max-tokens", "8", "--backend", "hf", "--tuco", "--allow-same",
          "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--resamples", "1000"],
         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]

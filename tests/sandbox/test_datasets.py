@@ -61,11 +61,15 @@ def test_all_humanevalpack_buggy_solutions_fail(sandbox):
 
 @pytest.mark.slow
 def test_all_mbpp_test_split_reference_solutions_pass(process_sandbox):
+    from evalkit.tasks import load_task
+
     rows = [r for r in _data("mbpp/mbpp.jsonl") if 11 <= r["task_id"] <= 510]
     assert len(rows) == 500
+    scoring = load_task("mbpp").scorer.config  # the limits an evaluation of mbpp runs under
+    limits = Limits(timeout_s=scoring.wall_s, cpu_s=scoring.cpu_s)
     # MBPP's code uses \r\n line ends; Python reads them as it would from a file.
     programs = [(r["code"] + "\n" + r["test_setup_code"] + "\n" + "\n".join(r["test_list"]) + "\n",
-                 None) for r in rows]
+                 limits) for r in rows]
     results = process_sandbox.run_many(programs)
     failed = {r["task_id"]: res.detail for r, res in zip(rows, results, strict=True)
               if res.status != "passed"}
