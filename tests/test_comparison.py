@@ -403,3 +403,8 @@ def test_a_tampered_sample_shows_its_status_on_the_flipped_item(tmp_path):
     item = next(i for i in comp.tasks[0].flipped if i.doc_id == "7")
     assert item.tuned is not None and item.tuned.execution_status == "tampered"
     assert "execution: tampered" in cmp.comparison_markdown(comp)
+    # ... and the task's count per side, where a glance at the comparison shows it.
+    task = comp.tasks[0].task
+    assert comp.notes == [f"{task}: 1 of 20 tuned samples tampered with the sandbox (scored as "
+                          "failed; evidence in their run's samples.jsonl)"]
+    assert f"{task}: 1 of 20 tuned samples tampered" in cmp.comparison_markdown(comp)

@@ -192,6 +192,19 @@ def check_stats_options(*, alpha: float = 0.05, confidence: float = 0.95,
         raise EvalkitError(f"--resamples must be at least 1000, got {resamples}")
 
 
+def _tampered(run: RunData) -> int:
+    return sum((record.get("execution") or {}).get("status") == "tampered"
+               for by_index in (run.samples or {}).values() for record in by_index.values())
+
+
+def _tampered_note(run: RunData, label: str) -> str:
+    """Programs the sandbox caught reaching outside themselves (scored as failed): listed per
+    task and side, since for an RL-tuned model they are reward hacking, not just wrong code."""
+    total = sum(len(by_index) for by_index in (run.samples or {}).values())
+    return (f"{run.task}: {_tampered(run)} of {total} {label} samples tampered with the sandbox "
+            "(scored as failed; evidence in their run's samples.jsonl)")
+
+
 def compare_runs(pairs: Sequence[tuple[RunData, RunData]], *, alpha: float = 0.05,
                  confidence: float = 0.95, resamples: int = st.DEFAULT_RESAMPLES, seed: int = 0,
                  continuous_test: st.ContinuousTest = "permutation",
@@ -212,6 +225,8 @@ def compare_runs(pairs: Sequence[tuple[RunData, RunData]], *, alpha: float = 0.0
     for base, tuned in pairs:
         check_pairable(base, tuned, labels)
         all_notes += [*base.notes, *[n for n in tuned.notes if n not in base.notes]]
+        all_notes += [_tampered_note(run, label) for run, label in zip((base, tuned), labels)
+                      if _tampered(run)]
         tuned_pos = {d: i for i, d in enumerate(tuned.scores.doc_ids)}
         these = []
         for name, mb in base.scores.metrics.items():
