@@ -16,11 +16,13 @@ def task_dirs() -> list[Path]:
 
 @cache
 def _index(dirs: tuple[Path, ...]) -> dict[str, Path]:
-    """name -> file; a file's name is its stem (the `name:` inside must agree)."""
+    """name -> file; a file's name is its stem (the `name:` inside must agree). Files whose
+    name starts with ``_`` are bases other files ``extends:``, not tasks."""
     found: dict[str, Path] = {}
     for d in dirs:
         for f in sorted(d.rglob("*.yaml")) if d.exists() else []:
-            found.setdefault(f.stem, f)
+            if not f.name.startswith("_"):
+                found.setdefault(f.stem, f)
     return found
 
 
