@@ -168,3 +168,28 @@ def test_extends_errors_name_the_file(tmp_path, text, message):
     (tmp_path / "other.yaml").write_text("extends: toy.yaml\n")
     with pytest.raises(EvalkitError, match=message):
         load_task(str(write_task(tmp_path, text + MINIMAL.format(name="toy"))))
+
+
+@pytest.mark.parametrize("scorer,helper,message", [
+    ("nowhere:make", None, "cannot import 'nowhere:make': No module named 'nowhere'"),
+    ("helper:missing", "def make(config):\n    return 1\n", "cannot import 'helper:missing'"),
+    ("helper:make", "def make(config):\n    return 1\n", "scorer 'helper:make' gave a int, not"),
+    ("no_such_scorer", None, "unknown scorer 'no_such_scorer' .*exact_match.*module:function"),
+])
+def test_scorer_references_that_do_not_resolve(tmp_path, scorer, helper, message):
+    if helper:
+        (tmp_path / "helper.py").write_text(helper)
+    text = MINIMAL.format(name="toy").replace("{name: exact_match}", f'{{name: "{scorer}"}}')
+    with pytest.raises(EvalkitError, match=message):
+        load_task(str(write_task(tmp_path, text)))
+
+
+def test_a_broken_entry_point_is_one_line(tmp_path, monkeypatch):
+    info = tmp_path / "broken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[evalkit.tasks]\nbroken = not_installed_pkg\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(EvalkitError, match=r"entry point evalkit.tasks:broken = "
+                       r"not_installed_pkg does not load: ModuleNotFoundError"):
+        list_tasks()

@@ -1,4 +1,4 @@
-"""Where task files are found: ``tasks/`` of the checkout and the user's folders."""
+"""Where task files are found: the user's folders, installed packages' and evalkit's ``tasks/``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ from functools import cache
 from pathlib import Path
 
 from evalkit.paths import resource_dir
+from evalkit.plugins import task_folders
 
 
 def task_dirs() -> list[Path]:
+    """``EVALKIT_TASKS_PATH``'s folders, then installed packages' (entry points in group
+    ``evalkit.tasks``), then evalkit's own; the first file of a name wins."""
     extra = [Path(p) for p in os.environ.get("EVALKIT_TASKS_PATH", "").split(os.pathsep) if p]
-    return [*extra, resource_dir("tasks")]
+    return [*extra, *task_folders(), resource_dir("tasks")]
 
 
 @cache
