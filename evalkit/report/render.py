@@ -315,13 +315,12 @@ def build_markdown(inputs: Inputs, limit: int = MD_LIMIT) -> str:
     flips_md: list[list[str]] = []
     for c in inputs.compares:
         comp = c.comparison
-        lines = table_lines(
-            [("task", "left"), ("metric", "left"), ("base", "right"), ("tuned", "right"),
-             ("Δ", "right"), ("CI", "left"), ("test", "left"), ("p (Holm)", "right"),
-             ("verdict", "left")],
-            [[visible(c[k], 300) for k in ("task", "metric", "base", "tuned", "Δ", "95% CI")]
-             + [r.test, c["p Holm"], r.verdict]
-             for r in comp.rows for c in [row_cells(r)]])
+        keys = ["task", "metric", "base", "tuned", "Δ", "95% CI", "test", "p Holm", "verdict"]
+        columns = [("task", "left"), ("metric", "left"), ("base", "right"), ("tuned", "right"),
+                   ("Δ", "right"), ("CI", "left"), ("test", "left"), ("p (Holm)", "right"),
+                   ("verdict", "left")]
+        lines = table_lines(columns, [[visible(c[k], 300) for k in keys] for r in comp.rows
+                                      for c in [{**row_cells(r), "test": r.test}]])
         head += [f"## {_md_cell(comp.base_label)} → {_md_cell(comp.tuned_label)}", "",
                  *lines[:2]]
         head += _fit(int(limit * 0.4 / n_cmp), "verdict row", lines[2:])
