@@ -34,7 +34,6 @@ from evalkit.compare.load import (
     RunData,
     load_comparison,
     load_runs,
-    read_json,
     refuse_duplicate_tasks,
 )
 from evalkit.compare.pair import pair_by_task
@@ -42,6 +41,7 @@ from evalkit.compare.render import ci_text, delta_text, fmt_p, value_text
 from evalkit.compare.rows import compare_runs, verdict
 from evalkit.compare.schema import Baseline, Comparison, FlippedItem, MetricRow
 from evalkit.errors import EvalkitError
+from evalkit.run.format import read_json
 
 if TYPE_CHECKING:
     from rich.table import Table

@@ -3,7 +3,6 @@ run folders, a baseline file or a comparison.json, as per-item ``TaskScores``.""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from evalkit.compare.schema import (
     TaskScores,
 )
 from evalkit.errors import EvalkitError
+from evalkit.run.format import first_error, read_json
 
 
 @dataclass
@@ -35,21 +35,6 @@ class RunData:
     @property
     def task(self) -> str:
         return self.scores.task
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "top level"
-    return f"{loc}: {err['msg']}"
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EvalkitError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EvalkitError(f"{path} is not valid JSON ({exc})") from None
 
 
 def _natural_key(text: str) -> tuple[Any, ...]:
@@ -117,7 +102,7 @@ def load_baseline(path: str | Path) -> Baseline:
     try:
         return Baseline.model_validate(read_json(path))
     except ValidationError as exc:
-        raise EvalkitError(f"{path}: malformed baseline file ({_first_error(exc)})") from None
+        raise EvalkitError(f"{path}: malformed baseline file ({first_error(exc)})") from None
 
 
 def load_comparison(path: str | Path) -> Comparison:
@@ -128,7 +113,7 @@ def load_comparison(path: str | Path) -> Comparison:
     try:
         return Comparison.model_validate(read_json(path))
     except ValidationError as exc:
-        raise EvalkitError(f"{path}: malformed comparison.json ({_first_error(exc)})") from None
+        raise EvalkitError(f"{path}: malformed comparison.json ({first_error(exc)})") from None
 
 
 def _run_folders_under(root: Path, depth: int = 2) -> list[Path]:

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from evalkit import markdown
 from evalkit import stats as st
 from evalkit.compare.rng import row_rng
 from evalkit.compare.schema import Comparison, RecoveryRow
 from evalkit.errors import EvalkitError
+from evalkit.markdown import Code
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -123,36 +125,42 @@ def _share_text(row: RecoveryRow) -> str:
     return f"{100 * row.recovered_share:.0f}%"
 
 
+_RECOVERY_COLUMNS = [("plain → conjugate", "left"), ("metric", "left"), ("n", "right"),
+                     ("forgetting", "right"), ("conj. loss", "right"), ("recovery", "right"),
+                     ("95% CI", "right"), ("recovered", "right"), ("verdict", "left")]
+_MARKDOWN_NAMES = {"forgetting": "forgetting (pp)", "conj. loss": "conjugate loss (pp)",
+                   "recovery": "recovery (pp)"}
+
+
+def _recovery_cells(r: RecoveryRow) -> list[Any]:
+    """A row's cells as plain text: what both the terminal and Markdown tables show."""
+    return [f"{r.plain} → {r.conjugate}", r.metric, str(r.n_items), f"{100 * r.forgetting:+.1f}",
+            f"{100 * r.conjugate_loss:+.1f}", f"{100 * r.recovery:+.1f}",
+            f"[{100 * r.recovery_ci[0]:+.1f}, {100 * r.recovery_ci[1]:+.1f}]", _share_text(r),
+            r.verdict]
+
+
 def recovery_markdown(rows: list[RecoveryRow]) -> str:
     if not rows:
         return ""
-    lines = ["#### Forgetting and conjugate-prompt recovery", "",
-             "| plain → conjugate | metric | n | forgetting (pp) | conjugate loss (pp) | "
-             "recovery (pp) | 95% CI | recovered | verdict |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    body = []
     for r in rows:
-        share = _share_text(r)
-        lines.append(f"| {r.plain} → {r.conjugate} | `{r.metric}` | {r.n_items} | "
-                     f"{100 * r.forgetting:+.1f} | {100 * r.conjugate_loss:+.1f} | "
-                     f"{100 * r.recovery:+.1f} | [{100 * r.recovery_ci[0]:+.1f}, "
-                     f"{100 * r.recovery_ci[1]:+.1f}] | {share} | {r.verdict} |")
-    return "\n".join(lines) + "\n"
+        cells = _recovery_cells(r)
+        cells[1] = Code(r.metric)
+        body.append(cells)
+    columns = [(_MARKDOWN_NAMES.get(n, n), j) for n, j in _RECOVERY_COLUMNS]
+    return ("#### Forgetting and conjugate-prompt recovery\n\n"
+            + markdown.table(columns, body) + "\n")
 
 
 def recovery_table(rows: list[RecoveryRow]) -> Table:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="forgetting and conjugate-prompt recovery (pp; recovery = forgetting "
                         "on the plain prompt - loss on the conjugate prompt)")
-    for name in ("plain → conjugate", "metric", "n", "forgetting", "conj. loss", "recovery",
-                 "95% CI", "recovered", "verdict"):
-        table.add_column(name, justify="left" if name in ("plain → conjugate", "metric",
-                                                          "verdict") else "right")
+    for name, justify in _RECOVERY_COLUMNS:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in rows:
-        share = _share_text(r)
-        table.add_row(f"{r.plain} → {r.conjugate}", r.metric, str(r.n_items),
-                      f"{100 * r.forgetting:+.1f}", f"{100 * r.conjugate_loss:+.1f}",
-                      f"{100 * r.recovery:+.1f}",
-                      f"[{100 * r.recovery_ci[0]:+.1f}, {100 * r.recovery_ci[1]:+.1f}]", share,
-                      r.verdict)
+        table.add_row(*(escape(c) for c in _recovery_cells(r)))
     return table

@@ -5,9 +5,11 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from evalkit import markdown
 from evalkit.compare.schema import Comparison, FlippedItem, MetricRow, SampleView
+from evalkit.markdown import Code
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -81,26 +83,41 @@ def settings_line(comparison: Comparison) -> str:
             f"α = {s.alpha} with Holm's correction across all {tested} tested rows.")
 
 
+# The summary table's columns: (name, justification). The Markdown table shows the Holm p only.
+_COLUMNS = [("task", "left"), ("metric", "left"), ("n", "right"), ("base", "right"),
+            ("tuned", "right"), ("Δ", "right"), ("95% CI", "right"), ("test", "left"),
+            ("p", "right"), ("p Holm", "right"), ("verdict", "left")]
+_MARKDOWN_NAMES = {"p Holm": "p (Holm)"}
+
+
+def row_cells(row: MetricRow, tuco: dict[str, dict[str, float]] | None = None
+              ) -> dict[str, str]:
+    """A row's cells as plain text, by column: what both the terminal and Markdown tables show."""
+    cells = {"task": row.task, "metric": row.metric, "n": str(row.n_items),
+             "base": value_text(row.metric, row.base),
+             "tuned": value_text(row.metric, row.tuned),
+             "Δ": delta_text(row.metric, row.delta), "95% CI": ci_text(row),
+             "test": _test_text(row), "p": fmt_p(row.p_value), "p Holm": fmt_p(row.p_holm),
+             "verdict": row.verdict}
+    if tuco:
+        cells["TuCo"] = _tuco_cell(tuco, row.task)
+    return cells
+
+
 def comparison_table(comparison: Comparison, title: str | None = None) -> Table:
-    """The terminal summary table (rich)."""
+    """The terminal summary table (rich); names are escaped, never read as rich markup."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title or f"{comparison.base_label} → {comparison.tuned_label}",
+    table = Table(title=escape(title or f"{comparison.base_label} → {comparison.tuned_label}"),
                   caption=settings_line(comparison), caption_justify="left")
-    for name, justify in (("task", "left"), ("metric", "left"), ("n", "right"),
-                          ("base", "right"), ("tuned", "right"), ("Δ", "right"),
-                          ("95% CI", "right"), ("test", "left"), ("p", "right"),
-                          ("p Holm", "right"), ("verdict", "left")):
+    columns = _COLUMNS + ([("TuCo", "right")] if comparison.tuco else [])
+    for name, justify in columns:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    if comparison.tuco:
-        table.add_column("TuCo", justify="right")
     for row in comparison.rows:
-        cells = [row.task, row.metric, str(row.n_items), value_text(row.metric, row.base),
-                 value_text(row.metric, row.tuned), delta_text(row.metric, row.delta),
-                 ci_text(row), _test_text(row), fmt_p(row.p_value),
-                 fmt_p(row.p_holm), f"[{_VERDICT_STYLE[row.verdict]}]{row.verdict}[/]"]
-        table.add_row(*cells, *([_tuco_cell(comparison.tuco, row.task)] if comparison.tuco
-                                else []))
+        cells = {k: escape(v) for k, v in row_cells(row, comparison.tuco).items()}
+        cells["verdict"] = f"[{_VERDICT_STYLE[row.verdict]}]{cells['verdict']}[/]"
+        table.add_row(*(cells[name] for name, _ in columns))
     return table
 
 
@@ -111,16 +128,13 @@ def _tuco_cell(tuco: dict[str, dict[str, float]], task: str) -> str:
 
 def markdown_table(rows: Sequence[MetricRow], tuco: dict[str, dict[str, float]] | None = None
                    ) -> str:
-    lines = ["| task | metric | n | base | tuned | Δ | 95% CI | test | p (Holm) | "
-             "verdict |" + (" TuCo |" if tuco else ""),
-             "|---|---|---:|---:|---:|---:|---:|---|---:|---|" + ("---:|" if tuco else "")]
+    columns = [c for c in _COLUMNS if c[0] != "p"] + ([("TuCo", "right")] if tuco else [])
+    body = []
     for r in rows:
-        lines.append(f"| {r.task} | `{r.metric}` | {r.n_items} | {value_text(r.metric, r.base)} "
-                     f"| {value_text(r.metric, r.tuned)} | {delta_text(r.metric, r.delta)} "
-                     f"| {ci_text(r)} | {_test_text(r)} | {fmt_p(r.p_holm)} | "
-                     f"{_VERDICT_MARK[r.verdict]} |"
-                     + (f" {_tuco_cell(tuco, r.task)} |" if tuco else ""))
-    return "\n".join(lines)
+        cells: dict[str, Any] = row_cells(r, tuco)
+        cells["metric"], cells["verdict"] = Code(r.metric), _VERDICT_MARK[r.verdict]
+        body.append([cells[name] for name, _ in columns])
+    return markdown.table([(_MARKDOWN_NAMES.get(n, n), j) for n, j in columns], body)
 
 
 def _clip(text: str, max_lines: int = 30, max_chars: int = 1_500) -> str:

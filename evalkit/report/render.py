@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit import __version__
+from evalkit.markdown import cell, table_lines
 from evalkit.report import plots
 from evalkit.report.collect import Compare, Inputs
 from evalkit.report.store import RunRecord
@@ -286,14 +287,13 @@ def build_html(inputs: Inputs, *, max_flips: int = 200, title: str = "evalkit re
 
 
 def _md_cell(text: Any) -> str:
-    # Markdown tables: one line, no pipes, no HTML (GitHub renders raw HTML in comments).
-    text = visible(text, 300).replace("\n", " ").replace("|", "\\|")
-    return text.replace("<", "&lt;").replace(">", "&gt;")
+    # Untrusted text for Markdown: hidden characters shown, clipped, then the one cell escaper.
+    return cell(visible(text, 300))
 
 
 def build_markdown(inputs: Inputs, limit: int = MD_LIMIT) -> str:
     """The summary for a PR comment; flipped items are cut to fit ``limit``, with a count."""
-    from evalkit.compare.render import ci_text, delta_text, fmt_p, value_text
+    from evalkit.compare.render import row_cells
 
     head = ["# evalkit report", ""]
     board = leaderboard(inputs)
@@ -301,24 +301,29 @@ def build_markdown(inputs: Inputs, limit: int = MD_LIMIT) -> str:
     # flipped items get what is left. Every cut says how much was cut.
     n_cmp = max(len(inputs.compares), 1)
     if board:
-        head += ["## Leaderboard", "", "| checkpoint | base | task | metric | score ± SE | n | "
-                 "Δ vs base | CI | verdict |", "|---|---|---|---|---:|---:|---:|---|---|"]
-        head += _fit(int(limit * 0.35), "leaderboard row", [
-            f"| {_md_cell(b.checkpoint)} | {_md_cell(b.base or '')} | {_md_cell(b.task)} | "
-                 f"{_md_cell(b.metric)} | {_fmt(b.value)} ± {_fmt(b.stderr)} | {b.n or '–'} | "
-                 f"{_fmt(b.delta, '+.4f') if b.delta is not None else ''} | {b.ci} | "
-                 f"{b.verdict} |" for b in board])
+        lines = table_lines(
+            [("checkpoint", "left"), ("base", "left"), ("task", "left"), ("metric", "left"),
+             ("score ± SE", "right"), ("n", "right"), ("Δ vs base", "right"), ("CI", "left"),
+             ("verdict", "left")],
+            [[visible(b.checkpoint, 300), visible(b.base or "", 300), visible(b.task, 300),
+              visible(b.metric, 300), f"{_fmt(b.value)} ± {_fmt(b.stderr)}", b.n or "–",
+              _fmt(b.delta, "+.4f") if b.delta is not None else "", b.ci, b.verdict]
+             for b in board])
+        head += ["## Leaderboard", "", *lines[:2]]
+        head += _fit(int(limit * 0.35), "leaderboard row", lines[2:])
         head.append("")
     flips_md: list[list[str]] = []
     for c in inputs.compares:
         comp = c.comparison
+        keys = ["task", "metric", "base", "tuned", "Δ", "95% CI", "test", "p Holm", "verdict"]
+        columns = [("task", "left"), ("metric", "left"), ("base", "right"), ("tuned", "right"),
+                   ("Δ", "right"), ("CI", "left"), ("test", "left"), ("p (Holm)", "right"),
+                   ("verdict", "left")]
+        lines = table_lines(columns, [[visible(c[k], 300) for k in keys] for r in comp.rows
+                                      for c in [{**row_cells(r), "test": r.test}]])
         head += [f"## {_md_cell(comp.base_label)} → {_md_cell(comp.tuned_label)}", "",
-                 "| task | metric | base | tuned | Δ | CI | test | p (Holm) | verdict |",
-                 "|---|---|---:|---:|---:|---|---|---:|---|"]
-        head += _fit(int(limit * 0.4 / n_cmp), "verdict row", [
-            f"| {_md_cell(r.task)} | {_md_cell(r.metric)} | {value_text(r.metric, r.base)} "
-            f"| {value_text(r.metric, r.tuned)} | {delta_text(r.metric, r.delta)} | "
-            f"{ci_text(r)} | {r.test} | {fmt_p(r.p_holm)} | {r.verdict} |" for r in comp.rows])
+                 *lines[:2]]
+        head += _fit(int(limit * 0.4 / n_cmp), "verdict row", lines[2:])
         head.append("")
         flips_md.append([_flip_md(f) for f in c.flips])
     for a in inputs.analyses:

@@ -154,19 +154,24 @@ class Run(BaseModel):
                 json.loads(self.metrics.model_dump_json()))
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
+    """A pydantic error's first problem, as "field.path: message" for a one-line refusal."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "top level"
     return f"{loc}: {err['msg']}"
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A JSON file's content; a missing or malformed file is one line naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise EvalkitError(f"{path} not found") from None
+        raise EvalkitError(f"{path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EvalkitError(f"{path} is not valid JSON ({exc})") from None
+
+
+_read_json = read_json  # the name evalkit/run/lm_eval_format.py imports (interop's file)
 
 
 def _check_version(folder: Path, raw: Any) -> None:
@@ -179,22 +184,22 @@ def _check_version(folder: Path, raw: Any) -> None:
 
 def read_header(folder: Path) -> RunHeader:
     """``run.json`` of a run folder (finished or not)."""
-    raw = _read_json(folder / RUN_JSON)
+    raw = read_json(folder / RUN_JSON)
     _check_version(folder, raw)
     try:
         return RunHeader.model_validate(raw)
     except ValidationError as exc:
-        raise EvalkitError(f"{folder}: malformed {RUN_JSON} ({_first_error(exc)})") from None
+        raise EvalkitError(f"{folder}: malformed {RUN_JSON} ({first_error(exc)})") from None
 
 
 def read_metrics(folder: Path) -> MetricsFile:
     """``metrics.json`` of a run folder, without reading its samples."""
-    raw = _read_json(folder / METRICS_JSON)
+    raw = read_json(folder / METRICS_JSON)
     _check_version(folder, raw)
     try:
         return MetricsFile.model_validate(raw)
     except ValidationError as exc:
-        raise EvalkitError(f"{folder}: malformed {METRICS_JSON} ({_first_error(exc)})") from None
+        raise EvalkitError(f"{folder}: malformed {METRICS_JSON} ({first_error(exc)})") from None
 
 
 def write_header(folder: Path, header: RunHeader) -> None:
@@ -215,7 +220,7 @@ def _parse_sample(line: bytes | str, where: str) -> Sample:
     try:
         return Sample.model_validate_json(line)
     except ValidationError as exc:
-        raise EvalkitError(f"{where} is not a valid sample record ({_first_error(exc)})") from None
+        raise EvalkitError(f"{where} is not a valid sample record ({first_error(exc)})") from None
 
 
 def repair_samples(folder: Path) -> list[Sample]:
@@ -265,7 +270,7 @@ def load_run(path: str | Path) -> Run:
         raise EvalkitError(f"{folder} is not a run folder (no such directory)")
     if not (folder / RUN_JSON).exists():
         raise EvalkitError(f"{folder} is not a run folder (no {RUN_JSON})")
-    raw = _read_json(folder / RUN_JSON)
+    raw = read_json(folder / RUN_JSON)
     status = raw.get("status") if isinstance(raw, dict) else None
     if status != "complete" or not (folder / METRICS_JSON).exists():
         state = f"status '{status}'" if status != "complete" else f"no {METRICS_JSON}"

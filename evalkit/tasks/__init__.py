@@ -1,8 +1,10 @@
 """The task registry: task files in ``tasks/`` (and user folders) looked up by name.
 
 A task is a YAML file (see ``evalkit/tasks/spec.py``) plus, for odd data or scoring, a few
-functions it references as ``module:function``. Users add folders with ``EVALKIT_TASKS_PATH``
-(``os.pathsep``-separated) or pass a path to a ``.yaml`` file as the task name.
+functions it references as ``module:function`` (a module next to the file, or importable).
+Users add folders with ``EVALKIT_TASKS_PATH`` (``os.pathsep``-separated), installed packages
+add theirs through ``evalkit.tasks`` entry points, or a path to a ``.yaml`` file is the task
+name (docs/tasks.md).
 """
 
 from __future__ import annotations

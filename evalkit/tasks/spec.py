@@ -125,15 +125,7 @@ def _hash(obj: object) -> str:
 
 def load_spec(path: Path) -> TaskSpec:
     """Parse and validate a task file; errors name the file and the offending field."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise EvalkitError(f"malformed task file {path}{where}: {getattr(exc, 'problem', exc)}"
-                           ) from None
-    if not isinstance(data, dict):
-        raise EvalkitError(f"malformed task file {path}: expected a mapping of fields")
+    data = read_fields(path)
     if isinstance(data.get("conjugate"), dict) and data["conjugate"].get("of"):
         data = {**_plain_task_fields(path, str(data["conjugate"]["of"])), **data}
     try:
@@ -156,17 +148,62 @@ def load_spec(path: Path) -> TaskSpec:
 
 def _plain_task_fields(path: Path, name: str) -> dict:
     """The fields of the task a conjugate task is a variant of (next to it, else by name)."""
-    plain = path.parent / f"{name}.yaml"
-    if not plain.exists():
-        from evalkit.tasks.files import list_tasks
-
-        plain = list_tasks().get(name, plain)
-    if not plain.exists():
-        raise EvalkitError(f"malformed task file {path}: field 'conjugate.of': no task '{name}'")
-    if plain.resolve() == path.resolve():
-        raise EvalkitError(f"malformed task file {path}: field 'conjugate.of': names itself")
-    data = yaml.safe_load(plain.read_text())
-    if not isinstance(data, dict):
-        raise EvalkitError(f"malformed task file {plain}: expected a mapping of fields")
+    plain = _task_file(path, name, "conjugate.of")
+    data = read_fields(plain)
     data.pop("conjugate", None)
     return data
+
+
+def read_fields(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A task file's fields with its ``extends:`` chain merged in: the file names a base file
+    (a path relative to it, or a task's name) and overrides fields of it; mappings merge key by
+    key, anything else is replaced. Base files whose name starts with ``_`` are not tasks."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise EvalkitError(f"malformed task file {path}{where}: {getattr(exc, 'problem', exc)}"
+                           ) from None
+    except OSError as exc:
+        raise EvalkitError(f"cannot read task file {path}: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise EvalkitError(f"malformed task file {path}: expected a mapping of fields")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise EvalkitError(f"malformed task file {path}: field 'extends': expected a file or "
+                           "task name")
+    base_path = _task_file(path, base, "extends")
+    if base_path.resolve() in _seen:
+        raise EvalkitError(f"malformed task file {path}: field 'extends': '{base}' extends "
+                           "itself (a cycle)")
+    return _merge(read_fields(base_path, (*_seen, path.resolve())), data)
+
+
+def _task_file(path: Path, ref: str, field: str) -> Path:
+    """A file named by a task file: a path relative to it, else a task's name."""
+    candidates = [path.parent / ref] if ref.endswith((".yaml", ".yml")) else [
+        path.parent / f"{ref}.yaml"]
+    if not ref.endswith((".yaml", ".yml")):
+        from evalkit.tasks.files import list_tasks
+
+        if ref in list_tasks():
+            candidates.append(list_tasks()[ref])
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise EvalkitError(f"malformed task file {path}: field '{field}': no task '{ref}'")
+    if found.resolve() == path.resolve():
+        raise EvalkitError(f"malformed task file {path}: field '{field}': names itself")
+    return found
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

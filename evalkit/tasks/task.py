@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import importlib
 from collections import defaultdict
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import jinja2
 
 from evalkit.errors import EvalkitError
+from evalkit.plugins import import_ref
 from evalkit.scoring import make_scorer
 from evalkit.scoring.base import Metric, Scorer
 from evalkit.tasks.data import Doc, load_records
@@ -27,7 +27,8 @@ class Task:
         self.spec = spec
         self.path = path
         self.data_dir = data_dir
-        self.scorer: Scorer = make_scorer(spec.scorer.name, dict(spec.scorer.model_extra or {}))
+        self.scorer: Scorer = make_scorer(spec.scorer.name, dict(spec.scorer.model_extra or {}),
+                                           near=path)
 
     @property
     def name(self) -> str:
@@ -50,12 +51,12 @@ class Task:
         ds = self.spec.dataset
         s = ds.splits[split]
         if ds.loader:
-            records = _import(ds.loader, self.path)(split, self.data_dir)
+            records = import_ref(ds.loader, self.path)(split, self.data_dir)
         else:
             hub = (ds.hub.path, ds.hub.name, s.hub_split or split) if ds.hub else None
             records = load_records(s.file, hub=hub, data_dir=self.data_dir)
         if s.process:
-            records = _import(s.process, self.path)(records)
+            records = import_ref(s.process, self.path)(records)
         if not records:
             raise EvalkitError(f"task {self.name}: split '{split}' has no documents")
         return records
@@ -210,12 +211,3 @@ class Task:
 @lru_cache(maxsize=256)
 def _compiled(template: str) -> jinja2.Template:
     return _ENV.from_string(template)
-
-
-def _import(ref: str, path: Path):
-    """Resolve "package.module:function" (relative modules are looked up next to the file)."""
-    module, _, func = ref.partition(":")
-    try:
-        return getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError) as exc:
-        raise EvalkitError(f"task file {path}: cannot import '{ref}': {exc}") from None
