@@ -320,7 +320,8 @@ def test_embedded_model_in_every_layout(embedded_layouts, builtin_model):
 @pytest.mark.slow
 def test_compare_base_ckpt_tuned_ckpt_end_to_end(tmp_path, builtin_model):
     """The README's first command: BASE saved with torch.save, TUNED a fine-tune saved by a
-    Lightning-style loop, through vLLM; the architecture from --config."""
+    Lightning-style loop; the architecture from --config. The hf backend keeps it lean (no
+    engine start); vLLM reads the same converted folders (test_every_layout_* checks them)."""
     import subprocess
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -341,11 +342,12 @@ def test_compare_base_ckpt_tuned_ckpt_end_to_end(tmp_path, builtin_model):
     child = subprocess.Popen(
         [sys.executable, "-m", "evalkit", "compare", "base.ckpt", "tuned.ckpt",
          "--config", str(builtin_model.path), "--tasks", "gsm8k", "--limit", "2",
-         "--max-tokens", "16", "--out", str(out), "--runs-dir", str(tmp_path / "runs")],
+         "--max-tokens", "8", "--backend", "hf", "--out", str(out),
+         "--runs-dir", str(tmp_path / "runs")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
         start_new_session=True)
     try:
-        stdout, stderr = child.communicate(timeout=1800)
+        stdout, stderr = child.communicate(timeout=900)
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, 9)
         stdout, stderr = child.communicate()

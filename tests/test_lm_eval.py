@@ -212,3 +212,58 @@ def test_bad_inputs_exit_2_with_one_line(reference, tmp_path, tiny_llama, env):
     assert_clean_error(evalkit("run", "-m", str(tiny_llama), "--backend", "hf", "--task",
                                "lm_eval:arc_eazy", "--out", str(tmp_path / "c")),
                        "unknown lm-eval task 'arc_eazy'", tmp_path / "c")
+
+
+@pytest.mark.slow
+def test_killed_lm_eval_run_resumes_without_redoing_answered_items(tmp_path, tiny_llama, include):
+    """kill -9 in the middle of an lm_eval: run; the rerun (no shared cache) answers only the
+    requests the run folder's journal lacks, then scores all of them."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from evalkit.run.lm_eval import ANSWERS
+
+    n = 20
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "evalkit", "run", "--model", str(tiny_llama), "--task",
+           "lm_eval:gsm8k", "--limit", str(n), "--backend", "hf", "--batch-size", "1",
+           "--max-tokens", "48", "--out", str(out), "--no-cache",
+           "--lm-eval-include", str(include)]
+
+    def answered(journal: Path) -> int:
+        with sqlite3.connect(journal, timeout=60) as db:
+            try:
+                return int(db.execute("SELECT count(*) FROM gen").fetchone()[0])
+            except sqlite3.OperationalError:  # the table is not created yet
+                return 0
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    journal = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        found = list(out.glob(f"lm_eval:gsm8k/*/{ANSWERS}"))
+        if found and answered(found[0]) >= 3:
+            journal = found[0]
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert journal is not None, "the run never journaled an answer before it ended"
+    folder = journal.parent
+    assert json.loads((folder / "run.json").read_text())["status"] == "running"
+    assert not (folder / "metrics.json").exists()
+    kept = answered(journal)
+    assert 3 <= kept < n, "the kill came too late to test anything"
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    run, records, metrics = load_run(folder).dicts()
+    assert run["status"] == "complete" and len(records) == n
+    assert run["counts"]["resumed"] == kept and run["counts"]["generated"] == n - kept
+    assert metrics["metrics"]["exact_match,strict-match"]["n"] == n
+    assert not (folder / ANSWERS).exists()  # the samples hold every answer now
