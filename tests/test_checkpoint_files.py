@@ -47,6 +47,31 @@ def test_every_layout_resolves_to_the_original_weights(tmp_path, tiny_llama, nam
     assert resolve(path, config=str(tiny_llama)).path == converted.path  # converted once
 
 
+def test_large_conversion_is_written_in_shards(tmp_path, tiny_llama, monkeypatch):
+    """Above SHARD_BYTES the weights go into Hugging Face's sharded layout, one shard in memory
+    at a time; transformers loads the same tensors and generates the same tokens."""
+    from transformers import AutoModelForCausalLM
+
+    from evalkit import statedict
+
+    original = _state_dict(tiny_llama)
+    nbytes = sum(t.numel() * t.element_size() for t in original.values())
+    monkeypatch.setattr(statedict, "SHARD_BYTES", nbytes // 3)
+    torch.save(original, tmp_path / "big.pt")
+    converted = resolve(tmp_path / "big.pt", config=str(tiny_llama))
+    shards = sorted(converted.path.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 3 and not (converted.path / "model.safetensors").exists()
+    index = json.loads((converted.path / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == {f.name for f in shards}
+    model = AutoModelForCausalLM.from_pretrained(converted.path)
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in original.items())
+    reference = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert torch.equal(model.generate(ids, max_new_tokens=8, do_sample=False),
+                       reference.generate(ids, max_new_tokens=8, do_sample=False))
+
+
 def test_architecture_beside_the_file_then_base(tmp_path, tiny_llama):
     original = resolve(tiny_llama)
     torch.save(_state_dict(tiny_llama), tmp_path / "tuned.pt")
