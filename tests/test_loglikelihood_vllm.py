@@ -88,6 +88,7 @@ def test_lm_eval_tasks_through_the_vllm_engine(engines, builtin_model, tmp_path,
     from evalkit.run.format import load_run
     from evalkit.run.runner import RunOptions, run_task
 
+    (tmp_path / "include").mkdir()
     monkeypatch.setenv("EVALKIT_LM_EVAL_INCLUDE",
                        str(write_include(tmp_path / "include", data_dir)))
     vllm, hf = engines
