@@ -40,7 +40,7 @@ class Loaded:
 
     tensors: dict[str, Any]
     layout: str  # how the file was organised, for the statement
-    model_args: dict | None = None  # nanoGPT's architecture arguments
+    model_args: dict[str, Any] | None = None  # nanoGPT's architecture arguments
     notes: list[str] = field(default_factory=list)
 
 
@@ -227,7 +227,7 @@ def _nanogpt_to_hf(tensors: dict[str, Any], shapes: dict[str, tuple[int, ...]],
     return out
 
 
-def nanogpt_config(model_args: dict) -> Any:
+def nanogpt_config(model_args: dict[str, Any]) -> Any:
     """Hugging Face GPT-2 config of a nanoGPT model (exact GELU as nanoGPT's nn.GELU)."""
     from transformers import GPT2Config
 
@@ -306,7 +306,7 @@ def write_shards(tensors: dict[str, Any], folder: Path) -> None:
 
 
 def write_model_folder(tensors: dict[str, Any], config_dir: Path | None, config: Any,
-                       dest: Path, statement: dict) -> None:
+                       dest: Path, statement: dict[str, Any]) -> None:
     """Write ``dest`` atomically: the weights (``write_shards``), config.json (its dtype set to
     the weights'), the architecture folder's tokenizer files, and ``evalkit_conversion.json``."""
     dtype = dominant_dtype(tensors)
@@ -323,8 +323,8 @@ def write_model_folder(tensors: dict[str, Any], config_dir: Path | None, config:
             data[key] = dtype  # evalkit runs a model in the dtype its config names
             data["architectures"] = data.get("architectures") or config.architectures
             (tmp / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        for name in _COPIED_FILES if config_dir is not None else ():
-            if (config_dir / name).exists():
+        for name in _COPIED_FILES:
+            if config_dir is not None and (config_dir / name).exists():
                 shutil.copyfile(config_dir / name, tmp / name)
         statement["dtype"] = dtype
         (tmp / "evalkit_conversion.json").write_text(json.dumps(statement, indent=2) + "\n")
