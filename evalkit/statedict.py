@@ -40,7 +40,7 @@ class Loaded:
 
     tensors: dict[str, Any]
     layout: str  # how the file was organised, for the statement
-    model_args: dict | None = None  # nanoGPT's architecture arguments
+    model_args: dict[str, Any] | None = None  # nanoGPT's architecture arguments
     notes: list[str] = field(default_factory=list)
 
 
@@ -227,7 +227,7 @@ def _nanogpt_to_hf(tensors: dict[str, Any], shapes: dict[str, tuple[int, ...]],
     return out
 
 
-def nanogpt_config(model_args: dict) -> Any:
+def nanogpt_config(model_args: dict[str, Any]) -> Any:
     """Hugging Face GPT-2 config of a nanoGPT model (exact GELU as nanoGPT's nn.GELU)."""
     from transformers import GPT2Config
 
@@ -255,11 +255,12 @@ def dominant_dtype(tensors: dict[str, Any]) -> str:
     return max(counts, key=counts.__getitem__) if counts else "float32"
 
 
-def write_tensors(tensors: dict[str, Any], dest: Path) -> None:
-    """safetensors needs contiguous tensors that share no memory."""
+def write_tensors(tensors: dict[str, Any], dest: Path, seen: set[int] | None = None) -> None:
+    """safetensors needs contiguous tensors that share no memory (``seen``: the storages that
+    earlier shards of the same model already wrote)."""
     from safetensors.torch import save_file
 
-    seen: set[int] = set()
+    seen = set() if seen is None else seen
     ready = {}
     for name, t in tensors.items():
         t = t.contiguous()
@@ -271,15 +272,48 @@ def write_tensors(tensors: dict[str, Any], dest: Path) -> None:
     save_file(ready, str(dest), metadata={"format": "pt"})
 
 
+# The most tensor bytes one conversion holds in memory: safetensors' save_file copies a whole
+# file's tensors before writing it, and the source file is memory-mapped, so shards of this size
+# keep converting a 7B model to about this much memory. A smaller model stays one
+# model.safetensors, byte for byte what save_file writes (so its fingerprint is the original's).
+SHARD_BYTES = 2 * 1024**3
+
+
+def write_shards(tensors: dict[str, Any], folder: Path) -> None:
+    """``model.safetensors``, or Hugging Face's sharded layout (``model-0000i-of-0000n``
+    files plus ``model.safetensors.index.json``) when the tensors exceed ``SHARD_BYTES``."""
+    shards: list[dict[str, Any]] = [{}]
+    size = 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > SHARD_BYTES:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    if len(shards) == 1:
+        write_tensors(tensors, folder / "model.safetensors")
+        return
+    seen: set[int] = set()
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        write_tensors(shard, folder / file, seen)  # one shard's bytes in memory at a time
+        weight_map.update(dict.fromkeys(shard, file))
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+
+
 def write_model_folder(tensors: dict[str, Any], config_dir: Path | None, config: Any,
-                       dest: Path, statement: dict) -> None:
-    """Write ``dest`` atomically: model.safetensors, config.json (its dtype set to the weights'),
-    the architecture folder's tokenizer files, and ``evalkit_conversion.json``."""
+                       dest: Path, statement: dict[str, Any]) -> None:
+    """Write ``dest`` atomically: the weights (``write_shards``), config.json (its dtype set to
+    the weights'), the architecture folder's tokenizer files, and ``evalkit_conversion.json``."""
     dtype = dominant_dtype(tensors)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
-        write_tensors(tensors, tmp / "model.safetensors")
+        write_shards(tensors, tmp)
         source = config_dir / "config.json" if config_dir is not None else None
         data = json.loads(source.read_text()) if source else config.to_dict()
         key = "dtype" if "dtype" in data else "torch_dtype"
@@ -289,8 +323,8 @@ def write_model_folder(tensors: dict[str, Any], config_dir: Path | None, config:
             data[key] = dtype  # evalkit runs a model in the dtype its config names
             data["architectures"] = data.get("architectures") or config.architectures
             (tmp / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        for name in _COPIED_FILES if config_dir is not None else ():
-            if (config_dir / name).exists():
+        for name in _COPIED_FILES:
+            if config_dir is not None and (config_dir / name).exists():
                 shutil.copyfile(config_dir / name, tmp / name)
         statement["dtype"] = dtype
         (tmp / "evalkit_conversion.json").write_text(json.dumps(statement, indent=2) + "\n")

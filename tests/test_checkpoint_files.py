@@ -47,6 +47,31 @@ def test_every_layout_resolves_to_the_original_weights(tmp_path, tiny_llama, nam
     assert resolve(path, config=str(tiny_llama)).path == converted.path  # converted once
 
 
+def test_large_conversion_is_written_in_shards(tmp_path, tiny_llama, monkeypatch):
+    """Above SHARD_BYTES the weights go into Hugging Face's sharded layout, one shard in memory
+    at a time; transformers loads the same tensors and generates the same tokens."""
+    from transformers import AutoModelForCausalLM
+
+    from evalkit import statedict
+
+    original = _state_dict(tiny_llama)
+    nbytes = sum(t.numel() * t.element_size() for t in original.values())
+    monkeypatch.setattr(statedict, "SHARD_BYTES", nbytes // 3)
+    torch.save(original, tmp_path / "big.pt")
+    converted = resolve(tmp_path / "big.pt", config=str(tiny_llama))
+    shards = sorted(converted.path.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 3 and not (converted.path / "model.safetensors").exists()
+    index = json.loads((converted.path / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == {f.name for f in shards}
+    model = AutoModelForCausalLM.from_pretrained(converted.path)
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in original.items())
+    reference = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert torch.equal(model.generate(ids, max_new_tokens=8, do_sample=False),
+                       reference.generate(ids, max_new_tokens=8, do_sample=False))
+
+
 def test_architecture_beside_the_file_then_base(tmp_path, tiny_llama):
     original = resolve(tiny_llama)
     torch.save(_state_dict(tiny_llama), tmp_path / "tuned.pt")
@@ -320,7 +345,8 @@ def test_embedded_model_in_every_layout(embedded_layouts, builtin_model):
 @pytest.mark.slow
 def test_compare_base_ckpt_tuned_ckpt_end_to_end(tmp_path, builtin_model):
     """The README's first command: BASE saved with torch.save, TUNED a fine-tune saved by a
-    Lightning-style loop, through vLLM; the architecture from --config."""
+    Lightning-style loop; the architecture from --config. The hf backend keeps it lean (no
+    engine start); vLLM reads the same converted folders (test_every_layout_* checks them)."""
     import subprocess
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -341,11 +367,12 @@ def test_compare_base_ckpt_tuned_ckpt_end_to_end(tmp_path, builtin_model):
     child = subprocess.Popen(
         [sys.executable, "-m", "evalkit", "compare", "base.ckpt", "tuned.ckpt",
          "--config", str(builtin_model.path), "--tasks", "gsm8k", "--limit", "2",
-         "--max-tokens", "16", "--out", str(out), "--runs-dir", str(tmp_path / "runs")],
+         "--max-tokens", "8", "--backend", "hf", "--out", str(out),
+         "--runs-dir", str(tmp_path / "runs")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
         start_new_session=True)
     try:
-        stdout, stderr = child.communicate(timeout=1800)
+        stdout, stderr = child.communicate(timeout=900)
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, 9)
         stdout, stderr = child.communicate()

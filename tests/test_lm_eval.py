@@ -31,15 +31,18 @@ def _yaml(folder: Path, name: str, include: str, files: dict[str, Path]) -> None
     (folder / f"{name}.yaml").write_text("\n".join(lines) + "\n")
 
 
-@pytest.fixture(scope="module")
-def include(tmp_path_factory, data_dir) -> Path:
+def write_include(folder: Path, data_dir: Path) -> Path:
     """A user task folder: lm-eval's arc_easy and gsm8k on the shared local files."""
-    folder = tmp_path_factory.mktemp("lm_eval_tasks")
     arc = {s: data_dir / f"arc/ARC-Easy-{s}.jsonl" for s in ("train", "validation", "test")}
     _yaml(folder, "arc_easy", "arc/arc_easy.yaml", arc)
     gsm = {s: data_dir / f"gsm8k/{s}.jsonl" for s in ("train", "test")}
     _yaml(folder, "gsm8k", "gsm8k/gsm8k.yaml", gsm)
     return folder
+
+
+@pytest.fixture(scope="module")
+def include(tmp_path_factory, data_dir) -> Path:
+    return write_include(tmp_path_factory.mktemp("lm_eval_tasks"), data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +215,80 @@ def test_bad_inputs_exit_2_with_one_line(reference, tmp_path, tiny_llama, env):
     assert_clean_error(evalkit("run", "-m", str(tiny_llama), "--backend", "hf", "--task",
                                "lm_eval:arc_eazy", "--out", str(tmp_path / "c")),
                        "unknown lm-eval task 'arc_eazy'", tmp_path / "c")
+
+
+@pytest.mark.slow
+def test_killed_lm_eval_run_resumes_without_redoing_answered_items(tmp_path, tiny_llama, include):
+    """kill -9 in the middle of an lm_eval: run; the rerun (no shared cache) answers only the
+    requests the run folder's journal lacks, then scores all of them."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from evalkit.run.lm_eval import ANSWERS
+
+    n = 8
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "evalkit", "run", "--model", str(tiny_llama), "--task",
+           "lm_eval:gsm8k", "--limit", str(n), "--backend", "hf", "--batch-size", "1",
+           "--max-tokens", "16", "--out", str(out), "--no-cache",
+           "--lm-eval-include", str(include)]
+
+    def answered(journal: Path) -> int:
+        with sqlite3.connect(journal, timeout=60) as db:
+            try:
+                return int(db.execute("SELECT count(*) FROM gen").fetchone()[0])
+            except sqlite3.OperationalError:  # the table is not created yet
+                return 0
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    journal = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        found = list(out.glob(f"lm_eval:gsm8k/*/{ANSWERS}"))
+        if found and answered(found[0]) >= 2:
+            journal = found[0]
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert journal is not None, "the run never journaled an answer before it ended"
+    folder = journal.parent
+    assert json.loads((folder / "run.json").read_text())["status"] == "running"
+    assert not (folder / "metrics.json").exists()
+    kept = answered(journal)
+    assert 2 <= kept < n, "the kill came too late to test anything"
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    run, records, metrics = load_run(folder).dicts()
+    assert run["status"] == "complete" and len(records) == n
+    assert run["counts"]["resumed"] == kept and run["counts"]["generated"] == n - kept
+    assert metrics["metrics"]["exact_match,strict-match"]["n"] == n
+    assert not (folder / ANSWERS).exists()  # the samples hold every answer now
+
+
+def test_imported_run_with_other_prompts_is_refused(reference, tiny_llama, include, tmp_path):
+    """lm-eval's own arc_easy run, imported, against an evalkit run of the same task, items and
+    settings whose prompt template was edited: the prompt hashes differ, compare refuses."""
+    _, _, out = reference
+    proc = evalkit("import", "lm-eval", str(out), "--out", str(tmp_path / "imported"))
+    assert proc.returncode == 0, proc.stderr
+    (imported,) = [Path(p) for p in proc.stdout.split() if "arc_easy" in p]
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "arc_easy.yaml").write_text(f"include: {include / 'arc_easy.yaml'}\n"
+                                          "task: arc_easy\ndoc_to_text: \"Q: {{question}}\\nA:\"\n")
+    proc = evalkit("run", "-m", str(tiny_llama), "--backend", "hf", "--task", "lm_eval:arc_easy",
+                   "--limit", str(LIMIT), "--lm-eval-include", str(edited),
+                   "--out", str(tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stderr
+    (ours_run,) = (tmp_path / "runs").glob("lm_eval:arc_easy/*/")
+    proc = evalkit("compare", str(imported), str(ours_run), "--runs",
+                   "--out", str(tmp_path / "cmp"))
+    assert_clean_error(proc, f"prompts differ on {LIMIT} of {LIMIT} items", tmp_path / "cmp")
+    assert "the prompt template differs" in proc.stderr

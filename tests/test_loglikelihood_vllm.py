@@ -77,3 +77,34 @@ def test_runs_on_both_backends_pick_the_same_answers(engines, builtin_model, tmp
         samples = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
         picks[backend.name] = {s["doc_id"]: (s["completion"], s["scores"]) for s in samples}
     assert picks["vllm"] == picks["hf"]
+
+
+def test_lm_eval_tasks_through_the_vllm_engine(engines, builtin_model, tmp_path, data_dir,
+                                               monkeypatch):
+    """lm_eval: tasks answered by the real vLLM engine: a multiple-choice task picks what the
+    hf backend picks item by item; a generate_until task is scored by lm-eval's filters."""
+    from test_lm_eval import write_include
+
+    from evalkit.run.format import load_run
+    from evalkit.run.runner import RunOptions, run_task
+
+    (tmp_path / "include").mkdir()
+    monkeypatch.setenv("EVALKIT_LM_EVAL_INCLUDE",
+                       str(write_include(tmp_path / "include", data_dir)))
+    vllm, hf = engines
+    scores = {}
+    for backend in (vllm, hf):
+        options = RunOptions(backend=backend.name, limit=4, out_dir=tmp_path / backend.name,
+                             progress=False, use_cache=False)
+        _, samples, _ = load_run(run_task(builtin_model, "lm_eval:arc_easy", options,
+                                          backend=backend)).dicts()
+        scores[backend.name] = {s["doc_id"]: s["scores"] for s in samples}
+    assert len(scores["vllm"]) == 4 and scores["vllm"] == scores["hf"]
+    options = RunOptions(backend="vllm", limit=2, max_tokens=16, out_dir=tmp_path / "gen",
+                         progress=False, use_cache=False)
+    run, samples, metrics = load_run(run_task(builtin_model, "lm_eval:gsm8k", options,
+                                              backend=vllm)).dicts()
+    assert run["counts"]["generated"] == 2 and run["backend"]["name"] == "vllm"
+    assert all(set(s["filtered_resps"]) == {"strict-match", "flexible-extract"}
+               and s["completion"] for s in samples)
+    assert metrics["metrics"]["exact_match,flexible-extract"]["n"] == 2

@@ -3,8 +3,11 @@
 lm-eval's ``evaluate`` drives the task (documents, few-shot contexts, requests, filters,
 ``process_results``, aggregation); evalkit's backend answers through evalkit's cache (see
 ``make_lm`` below), and ``evalkit.run.lm_eval_format`` writes the folder. A finished
-folder of the same configuration is reused as is; a killed run, rerun, regenerates nothing it
-had answered (the cache holds each answer the moment it arrives).
+folder of the same configuration is reused as is. lm-eval scores only once every request is
+answered, so samples.jsonl cannot grow item by item as for evalkit's own tasks; instead each
+answer goes, the moment it arrives, into the run folder's own answer journal (and the shared
+cache), and a killed run, rerun, answers only what the journal lacks, even with ``--no-cache``.
+Until lm-eval has scored, run.json says "running", so the folder is never read as results.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from evalkit.checkpoints import Checkpoint
 from evalkit.errors import EvalkitError
 from evalkit.models import Backend
-from evalkit.run.format import SCHEMA_VERSION, read_header
+from evalkit.run.format import SCHEMA_VERSION, RunHeader, read_header, write_header
 from evalkit.run.lm_eval_format import write_run
 from evalkit.run.plans import context_length
 from evalkit.run.provenance import now, slug, versions
@@ -29,6 +32,9 @@ from evalkit.tasks import lm_eval
 
 if TYPE_CHECKING:
     from evalkit.run.runner import RunOptions
+
+# The run folder's answer journal (SQLite: a committed answer survives kill -9 of the run).
+ANSWERS = "lm_eval-answers.sqlite"
 
 
 def run_lm_eval_task(checkpoint: Checkpoint, name: str, options: RunOptions,
@@ -65,11 +71,8 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options: RunOptions,
         done = read_header(folder)
         if done.run_key == run_key and done.status == "complete":
             return folder
-    answered = [0]
-    lm = make_lm(backend, checkpoint, max_length=max_length, seed=options.seed,
-                         backend_options=options.backend_options, max_tokens=options.max_tokens,
-                         temperature=options.temperature, use_cache=options.use_cache,
-                         on_answer=lambda: answered.__setitem__(0, answered[0] + 1))
+        if done.run_key != run_key:
+            raise EvalkitError(f"{folder} holds a different run; choose another --out")
     header: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "status": "running", "run_key": run_key,
         "task": {"name": name, "version": version, "spec_hash": spec_hash,
@@ -83,6 +86,14 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options: RunOptions,
         "versions": {**versions(), "lm_eval": metadata.version("lm_eval")},
         "timings": {"started": now()},
     }
+    folder.mkdir(parents=True, exist_ok=True)
+    write_header(folder, RunHeader.model_validate(header))  # "running": not results yet
+    journal = GenerationCache(folder / ANSWERS)
+    counts: Counter[str] = Counter()
+    lm = make_lm(backend, checkpoint, max_length=max_length, seed=options.seed,
+                 backend_options=options.backend_options, max_tokens=options.max_tokens,
+                 temperature=options.temperature, use_cache=options.use_cache,
+                 journal=journal, on_answer=lambda source: counts.update((source,)))
     t0 = time.perf_counter()
     try:
         results = evaluate(lm=lm, task_dict=loaded, limit=limit, log_samples=True,
@@ -91,13 +102,18 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options: RunOptions,
         raise
     except Exception as exc:  # lm-eval's own errors (bad data, a task it cannot score)
         raise EvalkitError(f"lm-eval task '{bare}' failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        journal.close()
     samples = results["samples"][bare]
     header["backend"] = backend.info()
     total = round(time.perf_counter() - t0, 3)
-    return write_run(folder, header, results, bare, samples, extra={
+    written = write_run(folder, header, results, bare, samples, extra={
         "timings": {**header["timings"], "finished": now(), "total_s": total},
-        "counts": {"generated": answered[0]},
+        "counts": {k: counts[k] for k in ("generated", "cached", "resumed")},
     })
+    for suffix in ("", "-wal", "-shm"):  # the samples hold every answer now
+        (folder / f"{ANSWERS}{suffix}").unlink(missing_ok=True)
+    return written
 
 
 def _split_at_stops(text: str, until: Sequence[str]) -> str:
@@ -110,8 +126,13 @@ def _split_at_stops(text: str, until: Sequence[str]) -> str:
 def make_lm(backend: Backend, checkpoint: Checkpoint, *, max_length: int, seed: int,
             backend_options: dict[str, Any], max_tokens: int | None = None,
             temperature: float | None = None, use_cache: bool = True,
-            on_answer: Callable[[], None] | None = None) -> Any:
-    """An lm-eval ``LM`` whose requests evalkit's backend answers, through evalkit's cache."""
+            journal: GenerationCache | None = None,
+            on_answer: Callable[[str], None] | None = None) -> Any:
+    """An lm-eval ``LM`` whose requests evalkit's backend answers, through evalkit's cache.
+
+    ``journal`` (the run's own answers) is asked first, then the shared cache; each new answer
+    goes into both at once. ``on_answer`` hears where each answer came from: "resumed" (the
+    journal), "cached" or "generated"."""
     from lm_eval.api.model import LM
 
     from evalkit.models import GenRequest
@@ -120,6 +141,10 @@ def make_lm(backend: Backend, checkpoint: Checkpoint, *, max_length: int, seed: 
     adapter = checkpoint if checkpoint.kind == "adapter" else None
     identity = {"checkpoint": checkpoint.fingerprint, "backend": backend.name,
                 "backend_version": backend.version, "backend_options": backend_options}
+
+    def _heard(source: str) -> None:
+        if on_answer is not None:
+            on_answer(source)
 
     class _LM(LM):  # type: ignore[misc]  # lm-eval ships no type hints
         def _answer(self, kind: str, requests: list[Any],
@@ -137,12 +162,19 @@ def make_lm(backend: Backend, checkpoint: Checkpoint, *, max_length: int, seed: 
                                                   max_tokens=max_tokens,
                                                   temperature=temperature, **identity)))
             store = GenerationCache() if use_cache else None
+            sources = [(s, n) for s, n in ((journal, "resumed"), (store, "cached"))
+                       if s is not None]
             out: list[Any] = [None] * len(args)
             misses = []
             for i, (a, _, key) in enumerate(keyed):
-                hit = store.get(key) if store is not None else None
-                if hit is not None:
-                    out[i] = to_lm(hit[0], a)
+                for source, name in sources:
+                    hit = source.get(key)
+                    if hit is not None:
+                        out[i] = to_lm(hit[0], a)
+                        if journal is not None and source is not journal:
+                            journal.put(key, hit)
+                        _heard(name)
+                        break
                 else:
                     misses.append(i)
             if misses:
@@ -151,11 +183,10 @@ def make_lm(backend: Backend, checkpoint: Checkpoint, *, max_length: int, seed: 
                 for j, result in call(built):
                     value = (result[0] if isinstance(result, list) else result).__dict__
                     i = misses[j]
-                    if store is not None:
-                        store.put(keyed[i][2], [value])
+                    for source, _ in sources:
+                        source.put(keyed[i][2], [value])
                     out[i] = to_lm(value, keyed[i][0])
-                    if on_answer is not None:
-                        on_answer()
+                    _heard("generated")
             if store is not None:
                 store.close()
             return out
