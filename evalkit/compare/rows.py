@@ -225,8 +225,8 @@ def compare_runs(pairs: Sequence[tuple[RunData, RunData]], *, alpha: float = 0.0
     for base, tuned in pairs:
         check_pairable(base, tuned, labels)
         all_notes += [*base.notes, *[n for n in tuned.notes if n not in base.notes]]
-        all_notes += [_tampered_note(run, label) for run, label in zip((base, tuned), labels)
-                      if _tampered(run)]
+        all_notes += [_tampered_note(run, label)
+                      for run, label in zip((base, tuned), labels, strict=True) if _tampered(run)]
         tuned_pos = {d: i for i, d in enumerate(tuned.scores.doc_ids)}
         these = []
         for name, mb in base.scores.metrics.items():

@@ -171,9 +171,6 @@ def read_json(path: Path) -> Any:
         raise EvalkitError(f"{path} is not valid JSON ({exc})") from None
 
 
-_read_json = read_json  # the name evalkit/run/lm_eval_format.py imports (interop's file)
-
-
 def _check_version(folder: Path, raw: Any) -> None:
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from evalkit.run.format import SCHEMA_VERSION, RunHeader, Sample, _read_json
+from evalkit.run.format import SCHEMA_VERSION, RunHeader, Sample, read_json
 from evalkit.run.store import RunWriter
 
 LM_EVAL_MAJOR = "0.4"
@@ -181,7 +181,7 @@ def import_output_dir(output_dir: Path, out: Path) -> list[Path]:
         raise EvalkitError(f"{output_dir} holds no lm-eval results_*.json")
     folders = []
     for rf in results_files:
-        results = _read_json(rf)
+        results = read_json(rf)
         if not isinstance(results, dict) or not isinstance(results.get("results"), dict):
             raise EvalkitError(f"{rf} is not an lm-eval results file (no \"results\")")
         version = str(results.get("lm_eval_version") or "")
