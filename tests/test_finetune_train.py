@@ -167,6 +167,17 @@ def test_lora_target_modules_are_respected(tiny_llama, train_file, tmp_path):
     assert manifest(out).lora.target_modules == ["q_proj", "v_proj"]
 
 
+@pytest.mark.slow
+def test_limit_trains_on_the_first_n_examples_in_file_order(tiny_llama, train_file, tmp_path):
+    from evalkit.finetune.data import fingerprint, load_examples
+
+    out = finetune(config(tiny_llama, train_file, tmp_path / "first5", "lora", rank=2, epochs=1,
+                          limit=5))
+    data = manifest(out).data
+    assert (data.examples, data.limit) == (5, 5)
+    assert data.fingerprint == fingerprint(load_examples(str(train_file))[:5])
+
+
 # -------------------------------------------------------------------------------- HFT
 
 
@@ -302,6 +313,12 @@ def test_cli_validates_options(tiny_llama, train_file, tmp_path):
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert proc.returncode == 2 and "error: --method" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "evalkit", "finetune", str(tiny_llama), "--data", str(train_file),
+         "--method", "lora", "--limit", "0", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert proc.returncode == 2 and "error: --limit" in proc.stderr
 
 
 def test_defaults_depend_on_method_and_knowledge_data(tmp_path):

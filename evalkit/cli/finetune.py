@@ -22,6 +22,9 @@ def finetune(
         help="mbpp:train, gsm8k:train, finetunebench:fictional_people|latest_news|medical, "
              "or a .jsonl with prompt/completion or messages.")],
     method: Annotated[str, typer.Option(help="full | lora | hft")],
+    limit: Annotated[int | None, typer.Option(
+        help="Train on the first N examples of --data only (file order, as `evalkit run "
+             "--limit N` picks its items).")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Output folder \\[default: out/<base>-<data>-<method>].")] = None,
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
@@ -71,7 +74,7 @@ def finetune(
     modules = [m for value in target_modules or [] for m in value.split(",") if m.strip()]
     try:
         config = FinetuneConfig(
-            base=base, base_config=base_config, data=data, method=method,
+            base=base, base_config=base_config, data=data, limit=limit, method=method,
             out=out or _default_out(base, data, method),
             rank=rank, alpha=alpha, rslora=rslora, lora_dropout=lora_dropout,
             target_modules=[m.strip() for m in modules] or None, hft_stage=hft_stage,

@@ -33,6 +33,7 @@ class FinetuneConfig(BaseModel):
     base: str
     base_config: str | None = None  # architecture of a state-dict BASE (--config)
     data: str
+    limit: int | None = Field(None, ge=1)  # train on the first `limit` examples of `data` only
     out: Path
     method: Method
     # LoRA
@@ -118,6 +119,7 @@ class HftInfo(BaseModel):
 
 class DataInfo(BaseModel):
     spec: str
+    limit: int | None = None  # the first `limit` examples of `spec` (--limit)
     fingerprint: str
     format: str
     examples: int

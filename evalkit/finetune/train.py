@@ -65,6 +65,8 @@ def finetune(config: FinetuneConfig, on_step: OnStep | None = None) -> Path:
     work = out.parent / f".{out.name}.partial"
     _check_out(out, config.overwrite)
     examples = load_examples(config.data, config.data_dir)  # bad data fails before heavy imports
+    # File order, like `evalkit run --limit`: the same N items can then be evaluated.
+    examples = examples[:config.limit]
     base = _resolve_base(config.base, config.base_config)
 
     import torch
