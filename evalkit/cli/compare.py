@@ -96,6 +96,7 @@ def compare(
     ] = False,
     config: o.StateDictConfig = None,
     lm_eval_include: o.LmEvalInclude = None,
+    verbose: o.Verbose = False,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired CI (Newcombe for 0/1 items, else
     bootstrap), McNemar/permutation test,
@@ -178,6 +179,9 @@ def compare(
 
         writable_folder(runs_dir, "--runs-dir")  # before hours of generation, not after
         writable_folder(out, "--out")
+        from evalkit.models.engine_log import log_into
+
+        log_into(None if verbose else runs_dir)
         comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
                                          tuco=tuco, config=config, **stats_options)
         json_path, md_path = out / "comparison.json", out / "comparison.md"

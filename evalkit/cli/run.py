@@ -41,6 +41,7 @@ def run(
     publish: o.Publish = None,
     config: o.StateDictConfig = None,
     lm_eval_include: o.LmEvalInclude = None,
+    verbose: o.Verbose = False,
 ) -> None:
     """Run tasks on one checkpoint and write a run folder per task.
 
@@ -65,6 +66,9 @@ def run(
     from evalkit.paths import writable_folder
 
     writable_folder(out, "--out")
+    from evalkit.models.engine_log import log_into
+
+    log_into(None if verbose else out)
     from evalkit.tasks.suites import expand_tasks
 
     if not split_csv(task):
