@@ -46,6 +46,10 @@ _STAGES = (
     (re.compile(r"init|engine|config|worker", re.I), "starting processes"),
 )
 _WARNING = re.compile(r"\bWARN(ING)?\b|Warning:")
+# Warnings that say nothing about the results: evalkit's own choices (eager mode on CPU) and
+# the platform's chatter (Triton, deprecations inside the libraries).
+_NOISE = re.compile(r"enforce eager|compilation was disabled|triton|deprecat|FutureWarning|"
+                    r"Model Runner V2|NUMA", re.I)
 _PREFIX = re.compile(r"^.*?(WARN(ING)?|Warning:)\s*(\S+\s+\S+\s+\[[^]]*\]\s*)?")
 
 
@@ -119,8 +123,9 @@ class EngineLog:
 
     def _stage(self) -> str | None:
         for line in reversed(self._tail().splitlines()[-20:]):
+            message = line.split("] ", 1)[-1]  # not the "(EngineCore pid=...) INFO [file]" part
             for pattern, stage in _STAGES:
-                if pattern.search(line):
+                if pattern.search(message):
                     return stage
         return None
 
@@ -170,7 +175,8 @@ class EngineLog:
 
 def warnings_line(text: str, path: Path | None) -> str | None:
     """``engine: 3 warnings (first: ...); see PATH`` or None when there were none."""
-    found = [line for line in text.splitlines() if _WARNING.search(line)]
+    found = [line for line in text.splitlines()
+             if _WARNING.search(line) and not _NOISE.search(line)]
     if not found:
         return None
     first = " ".join(_PREFIX.sub("", found[0]).split())[:100]
