@@ -27,11 +27,11 @@ from evalkit.checkpoints import resolve
 from evalkit.models.engine_log import log_into
 from evalkit.models.vllm import VLLMBackend
 ckpt = resolve(sys.argv[1])
-log_into(__import__("pathlib").Path(sys.argv[2]))  # as `evalkit run` does (not --verbose)
 t0 = time.perf_counter() - t
-t = time.perf_counter()
-backend = VLLMBackend.start(ckpt, seed=1234)
-seconds = time.perf_counter() - t
+with log_into(__import__("pathlib").Path(sys.argv[2])):  # as `evalkit run` (not --verbose)
+    t = time.perf_counter()
+    backend = VLLMBackend.start(ckpt, seed=1234)
+    seconds = time.perf_counter() - t
 options = dict(backend.options, model=str(ckpt.path))
 backend.close()
 print(json.dumps({"seconds": seconds, "resolve_s": t0, "options": options}), file=sys.__stdout__)

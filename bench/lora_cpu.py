@@ -53,8 +53,7 @@ def main() -> None:
     task = load_task("gsm8k")
     prompts = [task.prompt(d) for d in task.docs(args.n)]
     result: dict = {"model": args.model, "items": args.n, "max_tokens": args.max_tokens}
-    with tempfile.TemporaryDirectory() as tmp:
-        log_into(Path(tmp))  # engine output to a log, as `evalkit run` does
+    with tempfile.TemporaryDirectory() as tmp, log_into(Path(tmp)):  # as `evalkit run` does
         adapter = resolve(str(make_adapter(base.path, Path(tmp) / "lora")))
         t = time.perf_counter()
         merged_copy(adapter)

@@ -181,9 +181,9 @@ def compare(
         writable_folder(out, "--out")
         from evalkit.models.engine_log import log_into
 
-        log_into(None if verbose else runs_dir)
-        comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
-                                         tuco=tuco, config=config, **stats_options)
+        with log_into(None if verbose else runs_dir):  # the engines' output: engine.log
+            comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
+                                             tuco=tuco, config=config, **stats_options)
         json_path, md_path = out / "comparison.json", out / "comparison.md"
     console = _console()
     console.print(comparison_table(comparison))

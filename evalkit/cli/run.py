@@ -66,9 +66,6 @@ def run(
     from evalkit.paths import writable_folder
 
     writable_folder(out, "--out")
-    from evalkit.models.engine_log import log_into
-
-    log_into(None if verbose else out)
     from evalkit.tasks.suites import expand_tasks
 
     if not split_csv(task):
@@ -85,13 +82,16 @@ def run(
     for t in tasks:  # validate every task (and its data) before loading a model
         check_task(t, data_dir, options.limits.get(t, limit))
     folders = []
-    with open_backend(checkpoint, options) as engine:
-        for t in tasks:
-            folders.append(run_task(checkpoint, t, options, backend=engine))
-    if judge:  # after the model's engine is freed: the judge gets its own
-        from evalkit.run.judge import judge_runs
+    from evalkit.models.engine_log import log_into
 
-        judge_runs(folders, judge, options)
+    with log_into(None if verbose else out):  # the engines' own output: out/engine.log
+        with open_backend(checkpoint, options) as engine:
+            for t in tasks:
+                folders.append(run_task(checkpoint, t, options, backend=engine))
+        if judge:  # after the model's engine is freed: the judge gets its own
+            from evalkit.run.judge import judge_runs
+
+            judge_runs(folders, judge, options)
     for folder in folders:
         print_run_summary(folder)
     if publish is not None:

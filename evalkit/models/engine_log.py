@@ -10,12 +10,12 @@ engine stops, before any error is printed, so errors still reach stderr in full.
 The CLI chooses the folder (`--out` / `--runs-dir`); ``--verbose`` (or a library caller that
 never calls ``log_into``) keeps the raw output on the terminal.
 
-    log_into(out)                      # the CLI, once
-    log = EngineLog.open("vllm engine for x")
-    with log.starting("vllm"):         # a spinner with the engine's stage
-        llm = LLM(...)
-    ...
-    log.close()                        # fds back; one summary line of the warnings
+    with log_into(out):                # the CLI, around what starts engines
+        log = EngineLog.open("vllm engine for x")
+        with log.starting("vllm"):     # a spinner with the engine's stage
+            llm = LLM(...)
+        ...
+        log.close()                    # fds back; one summary line of the warnings
 """
 
 from __future__ import annotations
@@ -50,13 +50,18 @@ _WARNING = re.compile(r"\bWARN(ING)?\b|Warning:")
 # the platform's chatter (Triton, deprecations inside the libraries).
 _NOISE = re.compile(r"enforce eager|compilation was disabled|triton|deprecat|FutureWarning|"
                     r"Model Runner V2|NUMA", re.I)
-_PREFIX = re.compile(r"^.*?(WARN(ING)?|Warning:)\s*(\S+\s+\S+\s+\[[^]]*\]\s*)?")
+_PREFIX = re.compile(r"^.*?(WARN(ING)?|Warning:)\s*((\S+\s+){0,2}\[[^]]*\]\s*)?")
 
 
-def log_into(folder: Path | None) -> None:
-    """Engines started from now on write to ``folder / "engine.log"`` (None: to the terminal)."""
+@contextlib.contextmanager
+def log_into(folder: Path | None) -> Iterator[None]:
+    """Engines started inside write to ``folder / "engine.log"`` (None: to the terminal)."""
     global _folder
-    _folder = folder
+    saved, _folder = _folder, folder
+    try:
+        yield
+    finally:
+        _folder = saved
 
 
 class EngineLog:
@@ -96,7 +101,7 @@ class EngineLog:
         if self.path not in _announced:
             _announced.add(self.path)
             console.print(f"engine log: {self.path} (--verbose shows it here)", style="dim",
-                          markup=False, highlight=False)
+                          markup=False, highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def starting(self, name: str) -> Iterator[None]:
@@ -158,7 +163,8 @@ class EngineLog:
         self._console_file = None
         summary = warnings_line(self._tail(), self.path)
         if summary:
-            console.print(summary, style="yellow", markup=False, highlight=False)
+            console.print(summary, style="yellow", markup=False, highlight=False,
+                          soft_wrap=True)
 
     def record(self, exc: BaseException) -> None:
         """A failed start's traceback goes to the log (the terminal gets one line)."""
