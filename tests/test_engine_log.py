@@ -15,7 +15,7 @@ from evalkit.models.engine_log import warnings_line
 SCRIPT = textwrap.dedent("""
     import os, subprocess, sys
     from pathlib import Path
-    from evalkit.models.engine_log import EngineLog, log_into
+    from evalkit.models.engine_log import EngineLog, log_into, terminal_stderr
     from evalkit.progress import console
 
     folder = None if sys.argv[1] == "-" else Path(sys.argv[1])
@@ -29,6 +29,7 @@ SCRIPT = textwrap.dedent("""
                             "print('Traceback (most recent call last): child', file=e)"])
             print("python chatter", file=sys.stderr)
             console.print("evalkit progress line")
+            os.write(terminal_stderr(), b"last resort line\n")  # a hung exit's last word
         log.close()
     print("evalkit error line", file=sys.stderr)
 """)
@@ -47,6 +48,7 @@ def test_engine_output_goes_to_the_log_and_evalkit_output_to_the_terminal(tmp_pa
         assert chatter not in done.stdout + done.stderr.replace(
             "engine: 1 warning (first: the KV cache is tiny)", "")
     assert "evalkit progress line" in done.stderr and "evalkit error line" in done.stderr
+    assert "last resort line" in done.stderr
     assert f"engine log: {tmp_path / 'engine.log'}" in done.stderr  # the path, once
     assert done.stderr.count("engine log:") == 1
     assert f"engine: 1 warning (first: the KV cache is tiny); see {tmp_path}" in done.stderr

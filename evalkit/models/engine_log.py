@@ -33,6 +33,7 @@ from evalkit.progress import console
 
 _folder: Path | None = None
 _announced: set[Path] = set()
+_open: list[EngineLog] = []  # redirected now, outermost first
 # What the engine is doing, read off its log while it starts (first match wins, latest line).
 _STAGES = (
     (re.compile(r"compil", re.I), "compiling"),
@@ -95,6 +96,7 @@ class EngineLog:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
+        _open.append(self)
         if _writes_fd2(console.file):  # the console follows the real stderr, not fd 2
             self._console_file = console.file = os.fdopen(os.dup(self._saved[1]), "w",
                                                           buffering=1)
@@ -152,6 +154,8 @@ class EngineLog:
                 stream.flush()
         out, err = self._saved
         self._saved = None
+        if self in _open:
+            _open.remove(self)
         os.dup2(out, 1)
         os.dup2(err, 2)
         os.close(out)
@@ -177,6 +181,13 @@ class EngineLog:
 
     def failure_hint(self) -> str:
         return f" (engine log: {self.path})" if self.path is not None else ""
+
+
+def terminal_stderr() -> int:
+    """The fd of the real stderr, also while an engine's log holds fd 2 (a last-resort exit
+    line must reach the terminal)."""
+    saved = _open[0]._saved if _open else None
+    return saved[1] if saved else 2
 
 
 def warnings_line(text: str, path: Path | None) -> str | None:
