@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent("""
                             "print('Traceback (most recent call last): child', file=e)"])
             print("python chatter", file=sys.stderr)
             console.print("evalkit progress line")
-            os.write(terminal_stderr(), b"last resort line\n")  # a hung exit's last word
+            os.write(terminal_stderr(), b"last resort line\\n")  # a hung exit's last word
         log.close()
     print("evalkit error line", file=sys.stderr)
 """)
