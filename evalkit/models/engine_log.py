@@ -170,6 +170,19 @@ class EngineLog:
             console.print(summary, style="yellow", markup=False, highlight=False,
                           soft_wrap=True)
 
+    @contextlib.contextmanager
+    def closed_on_error(self) -> Iterator[None]:
+        """A start that fails or is interrupted closes the log (its traceback kept there)."""
+        try:
+            yield
+        except BaseException as exc:
+            from evalkit.errors import EvalkitError
+
+            if not isinstance(exc, EvalkitError):  # (those are one clear line already)
+                self.record(exc)
+            self.close()
+            raise
+
     def record(self, exc: BaseException) -> None:
         """A failed start's traceback goes to the log (the terminal gets one line)."""
         if self.path is None or not isinstance(exc, Exception):

