@@ -63,7 +63,8 @@ def test_verbose_keeps_the_raw_output_on_the_terminal(tmp_path: Path):
 
 @pytest.mark.parametrize(("text", "line"), [
     ("INFO a\nINFO b\n", None),
-    ("(EngineCore pid=1) WARNING 12-03 13:51:53 [vllm.py:1] Enforce eager set, ...\n", None),
+    ("(EngineCore pid=1) WARNING 12-03 13:51:53 [vllm.py:1] Enforce eager set, ...\n"
+     "WARNING 12-03 13:51:53 [cpu.py:9] libtcmalloc is not found in LD_PRELOAD.\n", None),
     ("x.py:3: UserWarning: padding side\n(EngineCore pid=1) WARNING 12-03 13:51:53 "
      "[cpu.py:2] NUMA off\nWARNING 12-03 1:2:3 [a.py:9] max_model_len too long\n",
      "engine: 2 warnings (first: padding side); see L"),

@@ -50,7 +50,7 @@ _WARNING = re.compile(r"\bWARN(ING)?\b|Warning:")
 # Warnings that say nothing about the results: evalkit's own choices (eager mode on CPU) and
 # the platform's chatter (Triton, deprecations inside the libraries).
 _NOISE = re.compile(r"enforce eager|compilation was disabled|triton|deprecat|FutureWarning|"
-                    r"Model Runner V2|NUMA", re.I)
+                    r"Model Runner V2|NUMA|LD_PRELOAD|tcmalloc", re.I)
 _PREFIX = re.compile(r"^.*?(WARN(ING)?|Warning:)\s*((\S+\s+){0,2}\[[^]]*\]\s*)?")
 
 
