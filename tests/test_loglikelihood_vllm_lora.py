@@ -3,7 +3,8 @@ engine), so its own path (``lora_loglikelihood="vllm"``, the default on GPUs) re
 logprobs for every token and hands rolling windows to transformers. Its numbers must still be
 transformers' numbers, for base and adapter requests alike. A tiny model keeps the second
 engine cheap. (On CPU the default hands every request to transformers: vLLM-CPU's LoRA ops are
-too slow for MMLU-sized prompts.)"""
+too slow for MMLU-sized prompts.) The same module checks the merged-adapter path of CPU engines
+against the LoRA path."""
 
 from __future__ import annotations
 
@@ -34,13 +35,25 @@ def served(builtin_model, tmp_path_factory):
     return resolve(str(tiny_llama)), resolve(str(path))
 
 
-def test_a_lora_engine_scores_base_and_adapter_requests_like_transformers(served, data_dir):
+@pytest.fixture(scope="module")
+def native(served):
+    """vLLM's own LoRA path (on CPU the default serves one adapter merged: the last test)."""
     from evalkit.models import load_backend
 
     base, adapter = served
-    # vLLM's own LoRA path (on CPU the default hands every request to transformers: below)
+    # (on CPU the default hands every loglikelihood request to transformers: not here)
     vllm = load_backend("vllm", base, adapters=[adapter], max_model_len=2048,
-                        lora_loglikelihood="vllm")
+                        lora_loglikelihood="vllm", lora="native")
+    yield vllm
+    vllm.close()
+
+
+def test_a_lora_engine_scores_base_and_adapter_requests_like_transformers(served, native,
+                                                                          data_dir):
+    from evalkit.models import load_backend
+
+    base, adapter = served
+    vllm = native
     hf = load_backend("hf", base, adapters=[adapter], batch_size=8)
     try:
         assert "lora_loglikelihood" in vllm.info()["options"]  # recorded in run.json
@@ -58,5 +71,26 @@ def test_a_lora_engine_scores_base_and_adapter_requests_like_transformers(served
         assert dict(vllm.loglikelihood(plain))[0].logprob != pytest.approx(
             dict(vllm.loglikelihood(tuned))[0].logprob, abs=1e-3)
     finally:
-        vllm.close()
         hf.close()
+
+
+def test_the_merged_adapter_generates_what_the_lora_path_generates(served, native):
+    """On CPU an adapter is served merged into a cached copy of its base (vLLM-CPU's LoRA ops
+    are slow); greedy generations must be the LoRA path's, token for token."""
+    from evalkit.models import GenRequest, load_backend
+
+    _, adapter = served
+    prompts = ["The capital of France is", "def add(a, b):", "1, 2, 3,", "Once upon a time",
+               "Question: what is 7 times 6?", "import numpy as"]
+    requests = [GenRequest(prompt=p, max_tokens=12, adapter=adapter) for p in prompts]
+    lora = {i: c[0].text for i, c in native.generate(requests)}
+    plain = {i: c[0].text for i, c in native.generate(
+        [GenRequest(prompt=p, max_tokens=12) for p in prompts])}
+    assert lora != plain  # the adapter changes what is generated: the comparison means something
+    merged = load_backend("vllm", adapter, max_model_len=2048)  # the default on CPU
+    try:
+        assert merged.info()["options"]["lora"] == "merged"  # run.json says which path ran
+        assert native.info()["options"]["lora"] == "native"
+        assert {i: c[0].text for i, c in merged.generate(requests)} == lora
+    finally:
+        merged.close()

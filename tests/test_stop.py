@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,11 +115,11 @@ CASES = {
 }
 
 
-# Ctrl-C to the whole group during generation still prints more than the one line (seen on
-# 2026-12-03 at the merge of issue 14: the engine's startup chatter reaches stderr); issue 16's
-# quiet engine start is the fix. Not strict: the other four stop cases guard the behaviour.
-_KNOWN = {"generation, Ctrl-C": pytest.mark.xfail(reason="engine chatter on stderr; issue 16",
-                                                  strict=False)}
+# Seen 2026-12-03 14:39 (branch quiet): a kill -9 at the first sight of the engine's spawn left
+# two multiprocessing processes started before the watchdog's first poll (see
+# notes/quiet-s5.md, "NEXT"); the old test hid it behind a ~5 min stderr read. Not strict.
+_KNOWN = {"engine start, kill -9": pytest.mark.xfail(reason="spawned before the guard noted it",
+                                                     strict=False)}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=_KNOWN.get(c, ())) for c in CASES])
@@ -165,6 +166,10 @@ def test_stop(case, tmp_path, tiny, slow_code):
         assert proc.returncode == 128 + how, stderr
         assert stderr.strip().splitlines()[-1] == INTERRUPTED, stderr
         assert "Traceback" not in stderr and "leaked" not in stderr, stderr[-4000:]
+        # the engine's own output (its processes' logs, a dying child's traceback) is in the
+        # log file, not on the terminal
+        assert not re.search(r"^\(?(INFO|WARNING|EngineCore)", stderr, re.M), stderr[-4000:]
+        assert (out / "engine.log").stat().st_size > 0
     runs = list(out.glob("*/*/run.json"))
     if moment == "start":
         assert not runs, "a run folder was created for a run that never ran"

@@ -99,6 +99,7 @@ def compare(
     shard: o.Shard = None,
     ray: o.Ray = None,
     replicas: o.Replicas = 1,
+    verbose: o.Verbose = False,
 ) -> None:
     """Pair BASE and TUNED item by item: Δ, paired CI (Newcombe for 0/1 items, else
     bootstrap), McNemar/permutation test,
@@ -164,6 +165,7 @@ def compare(
                                "(e.g. --tasks humaneval,gsm8k)")
         # The runner owns generation; it is imported only on this path (torch, vllm).
         from evalkit.compare.orchestrate import compare_checkpoints, resolve_pair, run_pair
+        from evalkit.models.engine_log import log_into
         from evalkit.paths import writable_folder
         from evalkit.run.runner import RunOptions
         from evalkit.scale.shard import parse_shard
@@ -185,14 +187,17 @@ def compare(
                                    "shards, then `evalkit compare --runs`")
             writable_folder(runs_dir, "--runs-dir")
             pair = resolve_pair(base, tuned, options, config)
-            for task, (base_run, tuned_run) in run_pair(*pair, task_names, options).items():
+            with log_into(None if verbose else runs_dir):
+                folders = run_pair(*pair, task_names, options)
+            for task, (base_run, tuned_run) in folders.items():
                 print(f"shard {shard} · {task}: {base_run}  {tuned_run}")
             return
         out = out or Path("out") / "compare" / f"{_slug(base)}-vs-{_slug(tuned)}"
         writable_folder(runs_dir, "--runs-dir")  # before hours of generation, not after
         writable_folder(out, "--out")
-        comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
-                                         tuco=tuco, config=config, **stats_options)
+        with log_into(None if verbose else runs_dir):  # the engines' output: engine.log
+            comparison = compare_checkpoints(base, tuned, task_names, options, out, judge=judge,
+                                             tuco=tuco, config=config, **stats_options)
         json_path, md_path = out / "comparison.json", out / "comparison.md"
     console = _console()
     console.print(comparison_table(comparison))

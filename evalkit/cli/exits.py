@@ -52,7 +52,10 @@ def _unraisable(info: sys.UnraisableHookArgs) -> None:
 
 
 def _leave(signum: int) -> None:
-    print(INTERRUPTED, file=sys.stderr, flush=True)
+    from evalkit.models.engine_log import terminal_stderr
+
+    # the terminal's stderr even while the engine's log holds fd 2 (the unwinding hung)
+    os.write(terminal_stderr(), f"{INTERRUPTED}\n".encode())
     os._exit(128 + signum)
 
 

