@@ -142,7 +142,7 @@ def _merge_one(group: list[tuple[Path, dict]], out_dir: Path, data_dir: Path | N
                     "total_s": max(r["timings"].get("total_s", 0) for r in runs)},
         "counts": {"docs": len(docs), "samples": len(samples),
                    **{k: sum(r["counts"].get(k, 0) for r in runs)
-                      for k in ("generated", "cached", "resumed")}},
+                      for k in ("generated", "cached", "resumed", "tampered")}},
     }
     writer.finish(run_metrics(task, docs, [s.model_dump() for s in samples], n), extra,
                   samples=samples)

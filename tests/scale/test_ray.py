@@ -126,3 +126,21 @@ def test_driver_killed_with_kill_9_resumes(local_run, tiny_llama, tmp_path):
     run, _, _ = load_run(samples_file.parent).dicts()
     assert run["counts"]["resumed"] == kept and run["counts"]["generated"] == LIMIT - kept
     assert samples_file.read_bytes() == (local_run / "samples.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_the_embedded_model_on_vllm_in_a_replica_equals_a_local_engine(builtin_model, tmp_path):
+    # vLLM inside a Ray actor (its engine core then a child of the actor) must give the samples
+    # of the same engine started here: greedy, the same options, the same items.
+    def vllm_options(out: Path, **kw) -> RunOptions:
+        return RunOptions(backend="vllm", limit=3, max_tokens=16, out_dir=out, progress=False,
+                          use_cache=False, backend_options={
+                              "tensor_parallel_size": 1, "max_model_len": 2048, "dtype": "auto"},
+                          **kw)
+
+    local = run_task(builtin_model, "gsm8k", vllm_options(tmp_path / "local"))
+    remote = run_task(builtin_model, "gsm8k", vllm_options(tmp_path / "ray", ray="local",
+                                                          replicas=1))
+    assert (remote / "samples.jsonl").read_bytes() == (local / "samples.jsonl").read_bytes()
+    run, _, _ = load_run(remote).dicts()
+    assert run["backend"]["replicas"] == 1 and run["counts"]["generated"] == 3
