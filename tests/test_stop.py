@@ -115,14 +115,7 @@ CASES = {
 }
 
 
-# Seen 2026-12-03 14:39 (branch quiet): a kill -9 at the first sight of the engine's spawn left
-# two multiprocessing processes started before the watchdog's first poll (see
-# notes/quiet-s5.md, "NEXT"); the old test hid it behind a ~5 min stderr read. Not strict.
-_KNOWN = {"engine start, kill -9": pytest.mark.xfail(reason="spawned before the guard noted it",
-                                                     strict=False)}
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=_KNOWN.get(c, ())) for c in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_stop(case, tmp_path, tiny, slow_code):
     moment, how = CASES[case]
     out = tmp_path / "runs"

@@ -9,7 +9,10 @@ every quarter second (those are the engine's: nothing else starts processes mean
 the read end of a pipe whose only write end is evalkit's; when that pipe closes without a
 "release" (evalkit is gone, or the engine was closed and anything it left must go), it
 terminates every noted process still alive and their children, then kills whatever is left
-after a grace period.
+after a grace period. A process started between two polls is not missed: while the guard is
+held, evalkit's environment carries the guard's token, every process started meanwhile inherits
+it, and when evalkit is dead the watchdog also ends every process that carries the token
+(the process-tree killer of Jenkins works the same way).
 
     guard = EngineGuard().start()
     llm = LLM(...)              # the engine start is covered too
@@ -32,6 +35,7 @@ _POLL_S = 0.25
 _GRACE_S = 3.0
 _RELEASE = b"release\n"
 _STARTED = b"started\n"
+TOKEN_ENV = "EVALKIT_ENGINE_GUARD"
 
 
 class EngineGuard:
@@ -39,18 +43,27 @@ class EngineGuard:
 
     def __init__(self) -> None:
         self._watchdog: subprocess.Popen | None = None
+        self._token = ""
+        self._outer_token: str | None = None
 
     def start(self) -> EngineGuard:
         if self._watchdog is None:
+            import uuid
+
             import psutil
 
             # Processes already running are not the engine's; named here, so that one the
             # engine starts before the watchdog is up is still noted.
             before = [str(p.pid) for p in psutil.Process().children(recursive=True)]
+            self._token = uuid.uuid4().hex
+            env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}  # not the watchdog
             self._watchdog = subprocess.Popen(
-                [sys.executable, "-m", "evalkit.models.engine_guard", str(os.getpid()), *before],
+                [sys.executable, "-m", "evalkit.models.engine_guard", str(os.getpid()),
+                 self._token, *before],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+                env={**env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+            self._outer_token = os.environ.get(TOKEN_ENV)
+            os.environ[TOKEN_ENV] = self._token  # inherited by every process started from now
         return self
 
     def started(self) -> None:
@@ -62,6 +75,11 @@ class EngineGuard:
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is None:
             return
+        if os.environ.get(TOKEN_ENV) == self._token:  # processes started now are not the engine's
+            if self._outer_token is None:
+                del os.environ[TOKEN_ENV]
+            else:
+                os.environ[TOKEN_ENV] = self._outer_token
         try:
             if not kill:
                 watchdog.stdin.write(_RELEASE)
@@ -77,7 +95,7 @@ class EngineGuard:
             self._watchdog.stdin.flush()
 
 
-def watch(parent_pid: int, before: set[int]) -> None:
+def watch(parent_pid: int, token: str, before: set[int]) -> None:
     """The watchdog: note ``parent_pid``'s new descendants until stdin closes, then clean up."""
     import psutil
 
@@ -113,6 +131,8 @@ def watch(parent_pid: int, before: set[int]) -> None:
         victims[proc.pid] = proc
         with contextlib.suppress(psutil.NoSuchProcess):
             victims.update((c.pid, c) for c in proc.children(recursive=True))
+    if not _alive(parent):  # evalkit is dead: whatever carries its token is an orphan of it
+        victims.update((p.pid, p) for p in _carrying(token) if p.pid not in victims)
     for proc in victims.values():
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
@@ -122,14 +142,39 @@ def watch(parent_pid: int, before: set[int]) -> None:
             proc.kill()
 
 
+def _alive(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _carrying(token: str) -> list:
+    """The processes whose environment holds ``token`` (started while the guard was held), but
+    multiprocessing's resource tracker (see below) and this watchdog."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != os.getpid() and proc.environ().get(TOKEN_ENV) == token \
+                    and not _is_resource_tracker(proc):
+                found.append(proc)
+    return found
+
+
 def _is_resource_tracker(proc) -> bool:
     """multiprocessing's resource tracker unlinks leaked shared memory once every process that
     used it is gone: it must outlive the engine, and it exits by itself."""
     try:
-        return any("resource_tracker" in part for part in proc.cmdline())
+        # its code is "from multiprocessing.resource_tracker import main;main(fd)"; every
+        # spawned child's command line also names it, in "-Wignore:resource_tracker:..."
+        return any("resource_tracker import main" in part for part in proc.cmdline())
     except Exception:
         return False
 
 
 if __name__ == "__main__":
-    watch(int(sys.argv[1]), {int(pid) for pid in sys.argv[2:]})
+    watch(int(sys.argv[1]), sys.argv[2], {int(pid) for pid in sys.argv[3:]})
