@@ -15,7 +15,9 @@ from evalkit.run.format import load_run
 from evalkit.run.runner import RunOptions, run_task
 
 pytestmark = pytest.mark.slow
-N_AGREE = 40  # GSM8K items compared between backends (the note reports the 200-item figure)
+# GSM8K items compared between backends: transformers generates them at a few tokens a second
+# on 2 cores (40 items took 10 min of CI); bench/backend_agreement.py measures 40/40 and more.
+N_AGREE = 16
 
 
 def opts(out, backend, **kw):
@@ -50,7 +52,7 @@ def test_vllm_run(vllm_run, builtin_model):
 def test_hf_and_vllm_greedy_outputs_agree(vllm_run, hf_run):
     v, h = completions(vllm_run), completions(hf_run)
     same = sum(v[k] == h[k] for k in v)
-    assert same / len(v) >= 0.95, f"only {same}/{len(v)} identical greedy completions"
+    assert same >= len(v) - 1, f"only {same}/{len(v)} identical greedy completions"
 
 
 def test_chat_variant_uses_the_models_template(tmp_path, builtin_model):
