@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from evalkit.compare.schema import CheckpointRef
 from evalkit.errors import EvalkitError
 from evalkit.report.store import (
-    CheckpointInfo,
     ComparisonRecord,
     ComparisonRow,
     Lineage,
@@ -133,7 +133,7 @@ def run_record(folder: Path, scores: Any = None) -> RunRecord:
     backend = run.get("backend") or {}
     try:
         return RunRecord(
-            checkpoint=CheckpointInfo.model_validate(run.get("checkpoint") or {}),
+            checkpoint=CheckpointRef.model_validate(run.get("checkpoint") or {}),
             lineage=_lineage(run.get("checkpoint") or {}),
             task=TaskInfo.model_validate({**run["task"], "version": str(run["task"]["version"])}),
             prompt_hash=prompt_hash, generation=run.get("generation") or {},
@@ -155,9 +155,9 @@ def comparison_record(comparison: Any, folder: Path) -> ComparisonRecord:
     first = comparison.tasks[0] if comparison.tasks else None
     ref = {"base": first.base.checkpoint, "tuned": first.tuned.checkpoint} if first else {}
     return ComparisonRecord(
-        base=CheckpointInfo.model_validate(ref["base"].model_dump() if ref else
+        base=CheckpointRef.model_validate(ref["base"].model_dump() if ref else
                                            {"name": comparison.base_label}),
-        tuned=CheckpointInfo.model_validate(ref["tuned"].model_dump() if ref else
+        tuned=CheckpointRef.model_validate(ref["tuned"].model_dump() if ref else
                                             {"name": comparison.tuned_label}),
         settings=comparison.settings.model_dump(),
         rows=[ComparisonRow.model_validate(r.model_dump()) for r in comparison.rows],

@@ -20,24 +20,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from evalkit.compare.schema import CheckpointRef
 from evalkit.errors import EvalkitError
 
 SCHEMA_VERSION = 1
 RUN_KIND = "evalkit.result.run"
 COMPARISON_KIND = "evalkit.result.comparison"
-
-
-class CheckpointInfo(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    spec: str | None = None
-    name: str | None = None
-    kind: str | None = None
-    fingerprint: str | None = None
-    base_fingerprint: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.name or self.spec or (self.fingerprint or "?")[:12]
 
 
 class Lineage(BaseModel):
@@ -77,7 +65,7 @@ class RunRecord(BaseModel):
     kind: Literal["evalkit.result.run"] = RUN_KIND
     key: str = ""
     digest: str = ""
-    checkpoint: CheckpointInfo
+    checkpoint: CheckpointRef
     lineage: Lineage | None = None
     task: TaskInfo
     prompt_hash: str  # over every item's prompt hash: same items, same prompts
@@ -119,8 +107,8 @@ class ComparisonRecord(BaseModel):
     kind: Literal["evalkit.result.comparison"] = COMPARISON_KIND
     key: str = ""
     digest: str = ""
-    base: CheckpointInfo
-    tuned: CheckpointInfo
+    base: CheckpointRef
+    tuned: CheckpointRef
     settings: dict[str, Any]
     rows: list[ComparisonRow]
     created: str | None = None
