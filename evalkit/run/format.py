@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -181,22 +181,24 @@ def _check_version(folder: Path, raw: Any) -> None:
 
 def read_header(folder: Path) -> RunHeader:
     """``run.json`` of a run folder (finished or not)."""
-    raw = read_json(folder / RUN_JSON)
-    _check_version(folder, raw)
-    try:
-        return RunHeader.model_validate(raw)
-    except ValidationError as exc:
-        raise EvalkitError(f"{folder}: malformed {RUN_JSON} ({first_error(exc)})") from None
+    return _read_model(folder, RUN_JSON, RunHeader)
 
 
 def read_metrics(folder: Path) -> MetricsFile:
     """``metrics.json`` of a run folder, without reading its samples."""
-    raw = read_json(folder / METRICS_JSON)
+    return _read_model(folder, METRICS_JSON, MetricsFile)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _read_model(folder: Path, name: str, model: type[_M]) -> _M:
+    raw = read_json(folder / name)
     _check_version(folder, raw)
     try:
-        return MetricsFile.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise EvalkitError(f"{folder}: malformed {METRICS_JSON} ({first_error(exc)})") from None
+        raise EvalkitError(f"{folder}: malformed {name} ({first_error(exc)})") from None
 
 
 def write_header(folder: Path, header: RunHeader) -> None:
