@@ -1,7 +1,8 @@
 """Engine processes die with evalkit, however evalkit dies.
 
-vLLM runs its engine core (and, with tensor parallelism, its workers) in child processes. When
-evalkit is killed with SIGKILL (a CI cancellation, a timeout, the OOM killer) nothing in it runs,
+vLLM runs its engine core (and, with tensor parallelism, its workers) in child processes (on
+CPU evalkit runs a one-core engine in its own process unless the user asks otherwise: see
+models/vllm.py). When evalkit is killed with SIGKILL (a CI cancellation, a timeout, the OOM killer) nothing in it runs,
 so those children live on, holding gigabytes and cores. ``EngineGuard`` starts a small watchdog
 process, in its own session so a terminal's Ctrl-C or a ``killpg`` of evalkit's group does not
 take it down first. Until told the engine is up, the watchdog notes evalkit's new descendants

@@ -90,6 +90,13 @@ class VLLMBackend(Backend):
                 # torch.compile's warm-up costs ~85 s of a cold CPU engine start (49.6 s eager
                 # vs 133.5 s compiled, embedded model, same generation speed): it does not pay.
                 kwargs["enforce_eager"] = True
+                if tensor_parallel_size == 1:
+                    # The engine in this process. Its own engine-core and worker processes cost
+                    # ~35 s of start on CPU (each imports vLLM again) and bind its threads to
+                    # one core, reserving the rest for themselves: on 2 cores, 24 GSM8K items
+                    # on the embedded model took 233 s of generation that way, 102 s in
+                    # process, same outputs. A user's own setting wins.
+                    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             if gpu_memory_utilization is not None:
                 kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             elif current_platform.is_cpu() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
@@ -126,6 +133,8 @@ class VLLMBackend(Backend):
                                    f"{log.failure_hint()}") from None
         guard.started()
         options = {k: v for k, v in kwargs.items() if k != "model"}  # run.json: the LoRA path
+        # run.json: where the engine ran (see the CPU default above)
+        options["engine_processes"] = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0"
         options.update({"lora": "merged" if merged else "native"} if adapters else {})
         return cls(
             guard=guard,
