@@ -4,8 +4,9 @@ Each start is a fresh Python process (a cold import of vLLM and a cold engine, a
 `evalkit run` has), timed from before vLLM is imported to the engine being ready. evalkit's
 start is ``VLLMBackend.start`` as `evalkit run` makes it: option checks, the engine log
 redirect with its spinner, the watchdog process. The raw start is ``vllm.LLM(**options)`` with
-exactly the options evalkit passed (read back from the evalkit start of the same round).
-Rounds run evalkit/raw then raw/evalkit (ABBA), so neither side always goes first.
+exactly the options evalkit passed (read back from the evalkit start of the same round), in
+evalkit's process as evalkit runs it on CPU, and once more with vLLM's default engine-core and
+worker processes (what running in process saves). Each round another side goes first.
 
     EVALKIT_CACHE_DIR=/tmp/c .venv/bin/python bench/engine_start.py --rounds 2
 """
@@ -49,14 +50,19 @@ print(json.dumps({"seconds": seconds}))
 }
 
 
-def start(side: str, *args: str) -> dict:
+def start(side: str, *args: str, env: dict | None = None) -> dict:
     # evalkit's child writes its result to the real stdout; vLLM's chatter goes to /dev/null
     # for the raw side (evalkit's own goes to its engine log).
     done = subprocess.run([sys.executable, "-c", CHILD[side], *args], capture_output=True,
-                          text=True, check=False)
+                          text=True, check=False, env={**os.environ, **(env or {})})
     if done.returncode != 0:
         raise SystemExit(f"{side} start failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# The raw engine as evalkit runs it, and the same options with vLLM's default placement (an
+# engine-core and a worker process): what evalkit's in-process CPU engine saves.
+RAW = {"raw": "0", "raw, engine processes": "1"}
 
 
 def main() -> None:
@@ -65,24 +71,29 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    times: dict[str, list[float]] = {"evalkit": [], "raw": []}
+    sides = ["evalkit", *RAW]
+    times: dict[str, list[float]] = {side: [] for side in sides}
     options: dict = {}
     with tempfile.TemporaryDirectory() as logs:
         for r in range(args.rounds):
-            order = ["evalkit", "raw"] if r % 2 == 0 else ["raw", "evalkit"]
-            if not options:  # the raw side needs evalkit's options: evalkit goes first once
-                order = ["evalkit", "raw"]
+            # the raw sides need evalkit's options: evalkit goes first once, then each side
+            # takes its turn first
+            order = sides[r % 3:] + sides[:r % 3] if options else sides
             for side in order:
                 if side == "evalkit":
                     got = start("evalkit", args.model, logs)
                     options = got["options"]
                 else:
-                    got = start("raw", json.dumps(options))
+                    raw = {k: v for k, v in options.items() if k != "engine_processes"}
+                    got = start("raw", json.dumps(raw),
+                                env={"VLLM_ENABLE_V1_MULTIPROCESSING": RAW[side]})
                 times[side].append(round(got["seconds"], 2))
                 print(f"round {r + 1} {side}: {got['seconds']:.1f} s", file=sys.stderr)
-    ratio = sum(times["evalkit"]) / sum(times["raw"])
+    raw = sum(times["raw"])
     print(json.dumps({"model": args.model, "options": options, "times_s": times,
-                      "ratio_evalkit_over_raw": round(ratio, 3)}, indent=1))
+                      "ratio_evalkit_over_raw": round(sum(times["evalkit"]) / raw, 3),
+                      "ratio_raw_over_engine_processes":
+                          round(raw / sum(times["raw, engine processes"]), 3)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
 """Engine processes die with evalkit, however evalkit dies.
 
-vLLM runs its engine core (and, with tensor parallelism, its workers) in child processes (on
-CPU evalkit runs a one-core engine in its own process unless the user asks otherwise: see
-models/vllm.py). When evalkit is killed with SIGKILL (a CI cancellation, a timeout, the OOM killer) nothing in it runs,
-so those children live on, holding gigabytes and cores. ``EngineGuard`` starts a small watchdog
-process, in its own session so a terminal's Ctrl-C or a ``killpg`` of evalkit's group does not
-take it down first. Until told the engine is up, the watchdog notes evalkit's new descendants
-every quarter second (those are the engine's: nothing else starts processes meanwhile). It holds
-the read end of a pipe whose only write end is evalkit's; when that pipe closes without a
-"release" (evalkit is gone, or the engine was closed and anything it left must go), it
-terminates every noted process still alive and their children, then kills whatever is left
-after a grace period. A process started between two polls is not missed: while the guard is
-held, evalkit's environment carries the guard's token, every process started meanwhile inherits
-it, and when evalkit is dead the watchdog also ends every process that carries the token
+vLLM runs its engine core (and, with tensor parallelism, its workers) in child processes (on CPU,
+evalkit runs an engine without tensor parallelism in its own process unless the user asks
+otherwise: see models/vllm.py). When evalkit is killed with SIGKILL (a CI cancellation, a timeout,
+the OOM killer) nothing in it runs, so those children live on, holding gigabytes and cores.
+``EngineGuard`` starts a small watchdog process, in its own session so a terminal's Ctrl-C or a
+``killpg`` of evalkit's group does not take it down first. Until told the engine is up, the
+watchdog notes evalkit's new descendants every quarter second (those are the engine's: nothing else
+starts processes meanwhile). It holds the read end of a pipe whose only write end is evalkit's;
+when that pipe closes without a "release" (evalkit is gone, or the engine was closed and anything
+it left must go), it terminates every noted process still alive and their children, then kills
+whatever is left after a grace period. A process started between two polls is not missed: while the
+guard is held, evalkit's environment carries the guard's token, every process started meanwhile
+inherits it, and when evalkit is dead the watchdog also ends every process that carries the token
 (the process-tree killer of Jenkins works the same way).
 
     guard = EngineGuard().start()
