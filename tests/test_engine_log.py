@@ -71,3 +71,17 @@ def test_verbose_keeps_the_raw_output_on_the_terminal(tmp_path: Path):
 ])
 def test_the_warnings_line(text, line):
     assert warnings_line(text, Path("L")) == line
+
+
+def test_the_transformers_backend_logs_there_too(tmp_path: Path, tiny_llama: Path):
+    done = subprocess.run(
+        [sys.executable, "-m", "evalkit", "run", "--model", str(tiny_llama), "--task", "gsm8k",
+         "--limit", "2", "--max-tokens", "4", "--backend", "hf", "--out", str(tmp_path),
+         "--no-cache"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "engine.log").read_text()
+    assert f"transformers model for {tiny_llama}" in log
+    # the same 2 items on the terminal and in run.json; nothing of transformers' own output
+    assert done.stderr.count("engine log:") == 1 and "generated 2" in done.stdout + done.stderr
+    assert not [line for line in done.stderr.splitlines()
+                if "warn" in line.lower() and not line.startswith("engine:")]

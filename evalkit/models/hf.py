@@ -23,6 +23,7 @@ from evalkit.models.base import (
     cut_at_stop,
     score_requests,
 )
+from evalkit.models.engine_log import EngineLog
 
 # Most logit rows (positions x batch) one loglikelihood forward pass keeps: 8192 x a 50k vocab
 # in float32 is 1.6 GB.
@@ -36,37 +37,41 @@ class HFBackend(Backend):
     adapter_names: dict | None = None
     batch_size: int = 16
     device: str = "cpu"
+    log: EngineLog | None = None
 
     @classmethod
     def start(cls, checkpoint: Checkpoint, adapters: Sequence[Checkpoint] = (), *,
               batch_size: int = 16, device: str | None = None, dtype: str = "auto",
               **_: Any) -> HFBackend:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        # transformers' warnings and loading bars go to the run's engine log, as vLLM's do
+        log = EngineLog.open(f"transformers model for {checkpoint.spec}")
+        with log.closed_on_error(), log.starting("transformers"):
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint.path)
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        model = AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=torch_dtype)
-        names = {}
-        if adapters:
-            from peft import PeftModel
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint.path)
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+            model = AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=torch_dtype)
+            names = {}
+            if adapters:
+                from peft import PeftModel
 
-            for i, a in enumerate(adapters):
-                name = f"adapter-{i + 1}"
-                if i == 0:
-                    model = PeftModel.from_pretrained(model, str(a.path), adapter_name=name)
-                else:
-                    model.load_adapter(str(a.path), adapter_name=name)
-                names[a.fingerprint] = name
-        model.to(device).eval()
+                for i, a in enumerate(adapters):
+                    name = f"adapter-{i + 1}"
+                    if i == 0:
+                        model = PeftModel.from_pretrained(model, str(a.path), adapter_name=name)
+                    else:
+                        model.load_adapter(str(a.path), adapter_name=name)
+                    names[a.fingerprint] = name
+            model.to(device).eval()
         return cls(name="hf", version=f"transformers=={metadata.version('transformers')}",
                    options={"batch_size": batch_size, "dtype": str(model.dtype), "device": device},
                    model=model, tokenizer=tokenizer, adapter_names=names,
-                   batch_size=batch_size, device=device)
+                   batch_size=batch_size, device=device, log=log)
 
     def generate(self, requests: Sequence[GenRequest]) -> Iterator[tuple[int, list[Completion]]]:
         # Requests sharing settings and adapter batch together; longest first, so padding is
@@ -200,6 +205,9 @@ class HFBackend(Backend):
 
     def close(self) -> None:
         self.model = None
+        if self.log is not None:  # the terminal back, before any error is printed
+            self.log.close()
+            self.log = None
         import gc
 
         gc.collect()
