@@ -4,6 +4,8 @@ A whole task's prompts go to the engine at once (continuous batching). We drive 
 with ``LLM.enqueue`` + ``llm_engine.step()`` — exactly what ``LLM.generate`` does inside — so
 each request is handed back the moment it finishes and the run store can persist it.
 """
+# size: one backend: the engine's start (options, CPU defaults, LoRA paths, log and guard),
+# generation and loglikelihoods over its step loop, and its shutdown
 
 from __future__ import annotations
 
@@ -91,11 +93,9 @@ class VLLMBackend(Backend):
                 # vs 133.5 s compiled, embedded model, same generation speed): it does not pay.
                 kwargs["enforce_eager"] = True
                 if tensor_parallel_size == 1:
-                    # The engine in this process. Its own engine-core and worker processes cost
-                    # ~35 s of start on CPU (each imports vLLM again) and bind its threads to
-                    # one core, reserving the rest for themselves: on 2 cores, 24 GSM8K items
-                    # on the embedded model took 233 s of generation that way, 102 s in
-                    # process, same outputs. A user's own setting wins.
+                    # The engine in this process: its own engine-core and worker processes
+                    # cost ~35 s of start (vLLM imported twice more) and keep a core for
+                    # themselves (2 cores, 24 GSM8K items: 233 s vs 102 s, same outputs).
                     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             if gpu_memory_utilization is not None:
                 kwargs["gpu_memory_utilization"] = gpu_memory_utilization
@@ -133,7 +133,6 @@ class VLLMBackend(Backend):
                                    f"{log.failure_hint()}") from None
         guard.started()
         options = {k: v for k, v in kwargs.items() if k != "model"}  # run.json: the LoRA path
-        # run.json: where the engine ran (see the CPU default above)
         options["engine_processes"] = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0"
         options.update({"lora": "merged" if merged else "native"} if adapters else {})
         return cls(
