@@ -1,8 +1,10 @@
 """Standard JSON only: NaN and infinities become ``null`` (RFC 8259 has no NaN).
 
 Python's ``json`` writes a bare ``NaN`` by default, which ``jq``, JavaScript and strict parsers
-reject. Every JSON file evalkit writes goes through ``dumps``; a writer that knows *why* a value
-is missing (e.g. no standard error for a corpus metric) stores the reason next to the ``null``.
+reject. JSON that evalkit writes from plain dicts goes through ``dumps``; files written from
+pydantic models (run folders, comparison.json, results records) get the same from pydantic,
+which writes a non-finite float as ``null``. A writer that knows *why* a value is missing (e.g.
+no standard error for a corpus metric) stores the reason next to the ``null``.
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import typer.main
+from typer.testing import CliRunner
 
 import evalkit
 from evalkit.cli import app
+from evalkit.cli.options import EngineOptions, with_engine_options
 
 # Flags of other programs that messages quote in the sandbox's diagnostics: bubblewrap's, and
 # systemd-run's (how to get a delegated cgroup).
@@ -91,3 +93,30 @@ def test_each_main_command_help_shows_an_example_and_its_output():
     for name in ("run", "compare", "check"):
         text = _commands()[name].help or ""
         assert "Example: evalkit " + name in text and "Output:" in text, name
+
+
+def test_run_and_compare_hand_the_shared_engine_options_to_the_runner():
+    """The shared sandbox/engine options reach the command as one EngineOptions (defaults
+    included) and turn into the runner's settings for the chosen backend."""
+    seen: list[Any] = []
+    probe = typer.Typer()
+
+    @probe.command()
+    @with_engine_options
+    def cmd(backend: str = "vllm", engine: EngineOptions = EngineOptions()) -> None:
+        seen.append(engine.run_options(backend))
+
+    args = ["--backend", "openai", "--no-cache", "--sandbox", "none", "--workers", "3",
+            "--base-url", "http://x/v1", "--served-model-name", "m"]
+    assert CliRunner().invoke(probe, args).exit_code == 0
+    assert CliRunner().invoke(probe, ["--tp", "2", "--max-model-len", "512"]).exit_code == 0
+    assert seen == [
+        {"use_cache": False, "sandbox": "none", "allow_weaker_isolation": False, "workers": 3,
+         "backend_options": {"base_url": "http://x/v1", "served_model_name": "m"}},
+        {"use_cache": True, "sandbox": "process", "allow_weaker_isolation": False,
+         "workers": None,
+         "backend_options": {"tensor_parallel_size": 2, "max_model_len": 512, "dtype": "auto"}}]
+    shared = {"--no-cache", "--sandbox", "--allow-weaker-isolation", "--workers", "--tp",
+              "--max-model-len", "--dtype", "--batch-size", "--base-url", "--served-model-name"}
+    commands = _commands()
+    assert shared <= _flags(commands["run"]) and shared <= _flags(commands["compare"])

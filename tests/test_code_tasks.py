@@ -27,9 +27,9 @@ import yaml
 from evalkit.errors import EvalkitError
 from evalkit.sandbox import Limits, get_sandbox
 from evalkit.scoring import ScoreInput, make_scorer
+from evalkit.scoring.code import PEER_NAMESPACE, extract_code_block
 from evalkit.scoring.metrics import aggregate
 from evalkit.tasks import load_task
-from evalkit.tasks.code import PEER_NAMESPACE, extract_code_block
 
 
 @pytest.fixture(scope="module")

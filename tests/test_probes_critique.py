@@ -214,26 +214,54 @@ def test_prompts_number_steps_from_zero_like_processbench(data_dir):
     assert chat[-1]["role"] == "user" and "First incorrect step:" in chat[-1]["content"]
 
 
-def test_judge_run_on_a_tiny_model(tiny_llama, tmp_path, data_dir):
-    """A model that writes nothing sensible: every reply lands in the [invalid] bucket,
-    counted in the run and scored wrong, and the classification metrics are still written."""
+def test_judge_run_on_a_tiny_model(tiny_llama, tmp_path, data_dir, monkeypatch):
+    """A run of the judge task, then the same run served hand-written verdicts from the
+    generation cache: every metric is the value worked out by hand for those verdicts, the
+    [invalid] bucket is counted and scored wrong, and ProcessBench's F1 is left out because
+    the two ProcessBench items here both have an error (it needs both kinds)."""
+    from cached_replies import cached_completions, replace_cached_text
+
     from evalkit.checkpoints import resolve
     from evalkit.run.runner import RunOptions, run_task
 
-    options = RunOptions(backend="hf", limit=2, out_dir=tmp_path, progress=False,
-                         use_cache=False, data_dir=data_dir)
-    folder = run_task(resolve(str(tiny_llama)), "critique_gsm8k", options)
-    metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
-    samples = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 4
-    invalid = sum(s["extracted"]["verdict"] == INVALID for s in samples)
-    assert metrics["invalid"]["value"] == invalid / 4
-    assert {"balanced_accuracy", "f1,correct", "f1,incorrect", "accuracy,processbench",
-            "accuracy,macro"} <= set(metrics)
-    assert metrics["balanced_accuracy"]["aggregation"] == "corpus"
-    kinds = {k for s in samples for k in s["scores"] if k.startswith("processbench,")}
-    # ProcessBench's F1 needs both kinds of item (the first two here both have an error)
-    assert ("processbench_f1" in metrics) == (len(kinds) == 2)
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("EVALKIT_CACHE_DIR", str(cache_dir))
+    model = resolve(str(tiny_llama))
+    first = run_task(model, "critique_gsm8k", RunOptions(
+        backend="hf", limit=2, out_dir=tmp_path / "first", progress=False, data_dir=data_dir))
+    tokens = {json.loads(x)["n_prompt_tokens"]: json.loads(x)["doc_id"]
+              for x in (first / "samples.jsonl").read_text().splitlines()}
+    assert len(tokens) == 4  # prompt lengths tell the cached requests apart
+    # doc -> the reply the cache serves for it
+    replies = {"processbench/gsm8k-0": "Verdict: incorrect\nFirst incorrect step: 1",  # gold 1
+               "processbench/gsm8k-1": " incorrect, first incorrect step: 3",  # gold step is 1
+               "gsm8k-solutions/0": " correct",
+               "gsm8k-solutions/1": "Verdict: <correct or incorrect>"}  # no verdict
+    replace_cached_text(cache_dir, {key: replies[tokens[c["n_prompt_tokens"]]]
+                                    for key, c in cached_completions(cache_dir).items()})
+
+    folder = run_task(model, "critique_gsm8k", RunOptions(
+        backend="hf", limit=2, out_dir=tmp_path / "again", progress=False, data_dir=data_dir))
+    run = json.loads((folder / "run.json").read_text())
+    assert run["counts"]["cached"] == 4 and run["counts"]["generated"] == 0
+    samples = {json.loads(x)["doc_id"]: json.loads(x)
+               for x in (folder / "samples.jsonl").read_text().splitlines()}
+    assert {d: s["completion"] for d, s in samples.items()} == replies
+    assert samples["gsm8k-solutions/1"]["extracted"]["verdict"] == INVALID
+    assert samples["gsm8k-solutions/1"]["scores"]["accuracy"] == 0.0
+    metrics = {k: v["value"] for k, v in
+               json.loads((folder / "metrics.json").read_text())["metrics"].items()}
+    # truth: incorrect, incorrect, correct, correct; said: incorrect, incorrect, correct, invalid
+    expected = {"accuracy": 3 / 4, "invalid": 1 / 4, "accuracy,on_correct": 1 / 2,
+                "accuracy,on_incorrect": 1.0,
+                "processbench,acc_error": 1 / 2,  # one of the two first wrong steps named
+                "balanced_accuracy": (1 / 2 + 2 / 2) / 2,  # recall on correct, on incorrect
+                "f1,correct": 2 / 3,  # precision 1/1, recall 1/2
+                "f1,incorrect": 1.0,  # precision 2/2, recall 2/2
+                "accuracy,processbench": 1.0, "accuracy,openai-175b-verification": 1 / 2,
+                "accuracy,macro": 3 / 4}
+    assert {k: metrics[k] for k in expected} == pytest.approx(expected)
+    assert "processbench_f1" not in metrics
 
 
 def test_critique_and_correct_code_run_executes_in_the_sandbox(tiny_llama, tmp_path, data_dir):

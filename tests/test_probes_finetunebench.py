@@ -164,12 +164,18 @@ def test_the_trained_turn_is_the_memorization_probe(data_dir):
 
 def test_judge_pass_adds_a_judge_score_and_records_the_judge(tiny_llama, tmp_path, data_dir,
                                                             monkeypatch):
+    """The judge's replies go through the generation cache: a second pass is served from it
+    (the replies are swapped in the cache between the passes, and the swapped ones come back),
+    and each reply's scores are the ones its words call for."""
+    from cached_replies import cached_completions, replace_cached_text
+
     from evalkit.checkpoints import resolve
     from evalkit.compare.load import load_run
     from evalkit.run.judge import judge_runs
     from evalkit.run.runner import RunOptions, run_task
 
-    monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path / "cache"))
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("EVALKIT_CACHE_DIR", str(cache_dir))
     model = resolve(str(tiny_llama))
     options = RunOptions(backend="hf", limit=3, out_dir=tmp_path / "runs", progress=False,
                          max_tokens=8, data_dir=data_dir)
@@ -177,22 +183,35 @@ def test_judge_pass_adds_a_judge_score_and_records_the_judge(tiny_llama, tmp_pat
                run_task(model, "gsm8k_cot_zeroshot", RunOptions(
                    backend="hf", limit=1, out_dir=tmp_path / "runs", progress=False,
                    max_tokens=4, data_dir=data_dir))]
+    before_judge = set(cached_completions(cache_dir))
     judged = judge_runs(folders, str(tiny_llama), options)
     assert judged == folders[:1]  # gsm8k has no judge prompt
     folder = folders[0]
-    samples = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
-    for s in samples:
-        verdict = judge_verdict(s["extracted"]["judge"])
-        assert s["scores"]["answer,judge"] == (verdict or 0.0)
-        assert s["scores"]["answer,judge_invalid"] == float(verdict is None)
-        assert "answer,contains" in s["scores"]  # the string scores stay
-    metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
-    assert metrics["answer,judge"]["n"] == 3
     run = json.loads((folder / "run.json").read_text())
     assert run["judge"]["prompt"] == "finetunebench/prompts/latest_news.json#eval_prompt"
     assert run["judge"]["checkpoint"]["fingerprint"] == model.fingerprint
+    assert run["judge"]["counts"] == {"generated": 3, "cached": 0}
+    strings = [json.loads(x)["scores"]["answer,contains"]
+               for x in (folder / "samples.jsonl").read_text().splitlines()]
+
+    judge_keys = sorted(set(cached_completions(cache_dir)) - before_judge)
+    assert len(judge_keys) == 3  # one cached reply per sample
+    # reply -> (answer,judge, answer,judge_invalid), read off the words by hand
+    expected = {"Correct": (1.0, 0.0), "Incorrect.": (0.0, 0.0), "I think so": (0.0, 1.0)}
+    replace_cached_text(cache_dir, dict(zip(judge_keys, ["Correct", " Incorrect.", "I think so"],
+                                            strict=True)))
+    assert judge_runs(folders[:1], str(tiny_llama), options) == folders[:1]
+
+    run = json.loads((folder / "run.json").read_text())
+    assert run["judge"]["counts"] == {"generated": 0, "cached": 3}
+    samples = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
+    assert sorted(s["extracted"]["judge"] for s in samples) == sorted(expected)
+    for s in samples:
+        assert (s["scores"]["answer,judge"], s["scores"]["answer,judge_invalid"]) == \
+            expected[s["extracted"]["judge"]]
+    assert [s["scores"]["answer,contains"] for s in samples] == strings  # string scores stay
+    metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
+    assert metrics["answer,judge"]["n"] == 3
+    assert metrics["answer,judge"]["value"] == pytest.approx(1 / 3)
+    assert metrics["answer,judge_invalid"]["value"] == pytest.approx(1 / 3)
     assert set(load_run(folder).scores.metrics) >= {"answer,contains", "answer,judge"}
-    # judging again reads the judge's replies from the cache: same scores
-    judge_runs(folders[:1], str(tiny_llama), options)
-    again = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
-    assert again == samples

@@ -12,7 +12,7 @@ import typer
 
 from evalkit.cli import options as o
 from evalkit.cli.app import app
-from evalkit.cli.options import backend_options, set_lm_eval_include
+from evalkit.cli.options import set_lm_eval_include
 
 _STATS = "Statistics"
 
@@ -45,6 +45,7 @@ def _slug(text: str) -> str:
 
 
 @app.command()
+@o.with_engine_options
 def compare(
     base: Annotated[str, typer.Argument(help="BASE checkpoint, or a run folder / folder of runs.")],
     tuned: Annotated[str, typer.Argument(
@@ -63,16 +64,7 @@ def compare(
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where the two checkpoints' run "
                                            "folders go (reused when already there).")
                         ] = Path("runs"),
-    no_cache: o.NoCache = False,
-    sandbox: o.Sandbox = "process",
-    allow_weaker_isolation: o.AllowWeakerIsolation = False,
-    workers: o.Workers = None,
-    tensor_parallel_size: o.TensorParallel = 1,
-    max_model_len: o.MaxModelLen = None,
-    dtype: o.Dtype = "auto",
-    batch_size: o.BatchSize = 16,
-    base_url: o.BaseUrl = None,
-    served_model_name: o.ServedModelName = None,
+    engine: o.EngineOptions = o.EngineOptions(),
     data_dir: o.DataDir = None,
     out: Annotated[Path | None, typer.Option(
         help="Folder for comparison.json and comparison.md [default: out/compare/BASE-vs-TUNED]")
@@ -173,12 +165,8 @@ def compare(
         given = {"backend": backend, "limit": limit, "n": n, "temperature": temperature,
                  "top_p": top_p, "max_tokens": max_tokens, "data_dir": data_dir, "seed": seed}
         options = RunOptions(**{k: v for k, v in given.items() if v is not None},
-                             out_dir=runs_dir, use_cache=not no_cache, sandbox=sandbox,
-                             allow_weaker_isolation=allow_weaker_isolation,
-                             workers=workers, limits={} if limit is not None else suite_limits,
-                             backend_options=backend_options(
-                                 backend, tensor_parallel_size, max_model_len, dtype, batch_size,
-                                 base_url, served_model_name),
+                             out_dir=runs_dir, limits={} if limit is not None else suite_limits,
+                             **engine.run_options(backend),
                              shard=parse_shard(shard) if shard else None, ray=ray,
                              replicas=replicas)
         if shard:  # a shard's items alone are not comparable: run them, merge later

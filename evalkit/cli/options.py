@@ -3,8 +3,12 @@ and `check` spell, document and default them the same way."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -76,6 +80,53 @@ Publish = Annotated[Path | None, typer.Option(
 Verbose = Annotated[bool, typer.Option(
     "--verbose", help="Show the engine's own logs (vLLM, transformers, torch) on the terminal "
     "instead of writing them to engine.log beside the runs.")]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The sandbox and engine options that `run` and `compare` share, in their order in --help,
+    with their defaults (``with_engine_options`` gives a command these parameters)."""
+
+    no_cache: NoCache = False
+    sandbox: Sandbox = "process"
+    allow_weaker_isolation: AllowWeakerIsolation = False
+    workers: Workers = None
+    tensor_parallel_size: TensorParallel = 1
+    max_model_len: MaxModelLen = None
+    dtype: Dtype = "auto"
+    batch_size: BatchSize = 16
+    base_url: BaseUrl = None
+    served_model_name: ServedModelName = None
+
+    def run_options(self, backend: str) -> dict[str, Any]:
+        """What these options set in ``RunOptions`` for ``backend``."""
+        return {"use_cache": not self.no_cache, "sandbox": self.sandbox,
+                "allow_weaker_isolation": self.allow_weaker_isolation, "workers": self.workers,
+                "backend_options": backend_options(
+                    backend, self.tensor_parallel_size, self.max_model_len, self.dtype,
+                    self.batch_size, self.base_url, self.served_model_name)}
+
+
+def with_engine_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Put the ``EngineOptions`` parameters where ``command`` has its ``engine`` parameter (so
+    typer shows them there) and call ``command`` with them gathered into ``engine``."""
+    names = [f.name for f in fields(EngineOptions)]
+    annotations = inspect.get_annotations(EngineOptions, eval_str=True)
+    # keyword-only, all of them: typer (click) calls a command with keywords only
+    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                annotation=annotations[f.name]) for f in fields(EngineOptions)]
+    signature = inspect.signature(command, eval_str=True)
+    parameters: list[inspect.Parameter] = []
+    for p in signature.parameters.values():
+        parameters += shared if p.name == "engine" else [p.replace(kind=p.KEYWORD_ONLY)]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        engine = EngineOptions(**{name: kwargs.pop(name) for name in names})
+        command(engine=engine, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    return wrapper
 
 
 def split_csv(value: str | None) -> list[str]:

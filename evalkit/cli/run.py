@@ -9,10 +9,11 @@ import typer
 
 from evalkit.cli import options as o
 from evalkit.cli.app import app
-from evalkit.cli.options import backend_options, set_lm_eval_include, split_csv
+from evalkit.cli.options import set_lm_eval_include, split_csv
 
 
 @app.command()
+@o.with_engine_options
 def run(
     model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint: folder, adapter, "
                                        ".gguf, .ckpt/.pt/.pth/.bin state dict, hub id or "
@@ -27,16 +28,7 @@ def run(
     top_p: o.TopP = None,
     max_tokens: o.MaxTokens = None,
     seed: o.Seed = 1234,
-    no_cache: o.NoCache = False,
-    sandbox: o.Sandbox = "process",
-    allow_weaker_isolation: o.AllowWeakerIsolation = False,
-    workers: o.Workers = None,
-    tensor_parallel_size: o.TensorParallel = 1,
-    max_model_len: o.MaxModelLen = None,
-    dtype: o.Dtype = "auto",
-    batch_size: o.BatchSize = 16,
-    base_url: o.BaseUrl = None,
-    served_model_name: o.ServedModelName = None,
+    engine: o.EngineOptions = o.EngineOptions(),
     judge: o.Judge = None,
     publish: o.Publish = None,
     config: o.StateDictConfig = None,
@@ -61,10 +53,8 @@ def run(
 
     options = RunOptions(
         backend=backend, limit=limit, n=n, temperature=temperature, top_p=top_p,
-        max_tokens=max_tokens, seed=seed, out_dir=out, data_dir=data_dir, use_cache=not no_cache,
-        sandbox=sandbox, allow_weaker_isolation=allow_weaker_isolation, workers=workers,
-        backend_options=backend_options(backend, tensor_parallel_size, max_model_len, dtype,
-                                         batch_size, base_url, served_model_name),
+        max_tokens=max_tokens, seed=seed, out_dir=out, data_dir=data_dir,
+        **engine.run_options(backend),
         shard=parse_shard(shard) if shard else None, ray=ray, replicas=replicas,
     )
     options.validate()
@@ -84,7 +74,7 @@ def run(
     tasks, suite_limits = expand_tasks(split_csv(task))  # a suite name stands for its tasks
     if limit is None:
         options.limits = suite_limits
-    checkpoint = _checkpoint(model, backend, base_url, config)
+    checkpoint = _checkpoint(model, backend, engine.base_url, config)
     from evalkit.tasks import check_task
 
     for t in tasks:  # validate every task (and its data) before loading a model

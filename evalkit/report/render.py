@@ -173,15 +173,20 @@ def _side(view: Any, stderr: str | None) -> dict[str, Any] | None:
             "extracted": visible(view.extracted, 500), "n": view.n_samples}
 
 
+# The HTML verdict row's fields, by the column of ``row_cells`` they show.
+_HTML_CELLS = {"task": "task", "metric": "metric", "n": "n", "base": "base", "tuned": "tuned",
+               "delta": "Δ", "ci": "95% CI", "test": "test", "p_holm": "p Holm",
+               "verdict": "verdict"}
+
+
 def comparison_view(index: int, compare: Compare, max_flips: int) -> dict[str, Any]:
-    from evalkit.compare.render import ci_text, delta_text, fmt_p, value_text
+    from evalkit.compare.render import row_cells
 
     comp = compare.comparison
-    rows = [{"task": r.task, "metric": r.metric, "family": family(r.task),
-             "base": value_text(r.metric, r.base), "tuned": value_text(r.metric, r.tuned),
-             "delta": delta_text(r.metric, r.delta), "ci": ci_text(r), "test": r.test,
-             "p_holm": fmt_p(r.p_holm), "verdict": r.verdict, "n": r.n_items,
-             "flips": f"{len(r.regressions)}↓ {len(r.improvements)}↑"} for r in comp.rows]
+    # The cells are the terminal and Markdown tables' (one formatter); the template escapes them.
+    rows = [{**{field: cells[column] for field, column in _HTML_CELLS.items()},
+             "family": family(r.task), "flips": f"{len(r.regressions)}↓ {len(r.improvements)}↑"}
+            for r in comp.rows for cells in [row_cells(r)]]
     forest_rows = [{"label": f"{r.task} · {r.metric}", "delta": r.delta, "ci_low": r.ci_low,
                     "ci_high": r.ci_high, "verdict": r.verdict} for r in comp.rows]
     payload, left = _flip_payload(compare, max_flips)

@@ -58,13 +58,20 @@ class MetricValue(BaseModel):
     higher_is_better: bool = True
 
 
-class RunRecord(BaseModel):
-    """One checkpoint × task × generation config."""
+class PublishedRecord(BaseModel):
+    """What every record in the store starts with: its schema version, its kind (which model
+    reads it), and its key and digest (filled in by ``seal``)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    kind: Literal["evalkit.result.run"] = RUN_KIND
+    kind: str
     key: str = ""
     digest: str = ""
+
+
+class RunRecord(PublishedRecord):
+    """One checkpoint × task × generation config."""
+
+    kind: Literal["evalkit.result.run"] = RUN_KIND
     checkpoint: CheckpointRef
     lineage: Lineage | None = None
     task: TaskInfo
@@ -100,13 +107,10 @@ class ComparisonRow(BaseModel):
     higher_is_better: bool = True
 
 
-class ComparisonRecord(BaseModel):
+class ComparisonRecord(PublishedRecord):
     """A paired comparison's verdicts, so the leaderboard shows Δ, CI and verdict."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
     kind: Literal["evalkit.result.comparison"] = COMPARISON_KIND
-    key: str = ""
-    digest: str = ""
     base: CheckpointRef
     tuned: CheckpointRef
     settings: dict[str, Any]

@@ -10,7 +10,8 @@ judge's chat template and answered greedily. The run folder then gains:
 - metrics ``answer,judge`` and ``answer,judge_invalid`` in metrics.json;
 - ``judge`` in run.json: the judge checkpoint, backend, prompt file/key and prompt hash, so
   every number says which scorer produced it (string metrics are ``answer,exact`` /
-  ``answer,contains``).
+  ``answer,contains``), and ``counts``: how many replies were generated and how many came
+  from the cache.
 
 Judge generations go through the generation cache, so re-judging is free. Files are rewritten
 atomically (temp file + rename): a killed judge pass leaves the run as it was.
@@ -133,4 +134,5 @@ def _judge_one(run: Run, task: Any, config: dict[str, Any], *, checkpoint: Any, 
         "checkpoint": checkpoint.describe(), "backend": backend.info(),
         "prompt": f"{config['prompt']}#{config['key']}",
         "prompt_hash": content_key(template=template)[:16], "max_tokens": MAX_TOKENS,
-        "metrics": ["answer,judge", "answer,judge_invalid"]}}))
+        "metrics": ["answer,judge", "answer,judge_invalid"],
+        "counts": {"generated": len(execution.misses), "cached": len(execution.hits)}}}))

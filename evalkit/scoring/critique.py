@@ -40,6 +40,7 @@ import warnings
 from pydantic import BaseModel, ConfigDict
 
 from evalkit.scoring.base import Metric, Score, ScoreInput, Scorer, register_scorer
+from evalkit.scoring.code import humaneval_program, instruct_program
 
 INVALID = "[invalid]"
 
@@ -237,8 +238,6 @@ def corrected_program(doc: dict, completion: str, fenced: bool) -> str | None:
     """The program that tests a corrected function: HumanEval's own program builders (the
     body after the prompt, or the reply's first ```python block after the prompt's preamble),
     then the problem's tests. None when a reply has no code block."""
-    from evalkit.tasks.code import humaneval_program, instruct_program
-
     return instruct_program(doc, completion) if fenced else humaneval_program(doc, completion)
 
 

@@ -112,6 +112,31 @@ def test_markdown_truncates_flips_with_a_count(tmp_path):
     assert f"… and {300 - shown} more flipped item(s) not shown here" in md
 
 
+def test_html_verdict_rows_show_the_shared_cells_escaped(tmp_path):
+    """The HTML verdict table shows the same cells as the terminal and Markdown tables (the
+    test column reads "McNemar b=.. c=..", not the test's id), and a hostile metric name stays
+    text."""
+    from evalkit.compare import compare_paths, write_comparison
+    from evalkit.report.collect import collect
+    from evalkit.report.render import build_html
+
+    hostile = "<i>acc</i>"
+    # 20 paired items: 6 only the tuned side gets right, 2 only the base side: b=2, c=6
+    base = {str(i): float(i < 8) for i in range(20)}
+    tuned = {str(i): float(2 <= i < 14) for i in range(20)}
+    for side, outcomes in (("b", base), ("t", tuned)):
+        make_run_folder(tmp_path / side / "gsm8k", outcomes, task="gsm8k", checkpoint=side,
+                        score_key=hostile)
+    write_comparison(compare_paths(tmp_path / "b", tmp_path / "t", resamples=1000),
+                     tmp_path / "cmp")
+    page = build_html(collect([tmp_path / "cmp"]))
+    row = ('<tr><td>gsm8k</td><td>&lt;i&gt;acc&lt;/i&gt;</td><td class="num">20</td>'
+           '<td class="num">40.0%</td><td class="num">60.0%</td><td class="num">+20.0 pp</td>')
+    assert row in page
+    assert "<td>McNemar b=2 c=6</td>" in page
+    assert hostile not in page
+
+
 def test_cli_publish_then_report_without_torch(tmp_path):
     run = _run(tmp_path)
     first = _cli("publish", run, "--to", tmp_path / "results", cwd=tmp_path)
