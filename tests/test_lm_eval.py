@@ -2,7 +2,8 @@
 
 The reference is lm-eval 0.4.13 itself: its ``simple_evaluate`` with its own HF backend on a
 tiny llama, reading the same local data through task YAMLs written here (lm-eval's own
-``dataset_path: json`` mechanism, the user-folder route of ``--lm-eval-include``).
+``dataset_path: json``/``csv`` mechanism, the user-folder route of ``--lm-eval-include``),
+including a small nested ``mmlu`` group over the shared MMLU CSVs.
 """
 
 from __future__ import annotations
