@@ -2,7 +2,8 @@
 
 The reference is lm-eval 0.4.13 itself: its ``simple_evaluate`` with its own HF backend on a
 tiny llama, reading the same local data through task YAMLs written here (lm-eval's own
-``dataset_path: json`` mechanism, the user-folder route of ``--lm-eval-include``).
+``dataset_path: json``/``csv`` mechanism, the user-folder route of ``--lm-eval-include``),
+including a small nested ``mmlu`` group over the shared MMLU CSVs.
 """
 
 from __future__ import annotations
@@ -25,19 +26,59 @@ MAX_GEN = 24  # gsm8k: short generations keep the tiny model's greedy run cheap
 
 
 def _yaml(folder: Path, name: str, include: str, files: dict[str, Path]) -> None:
-    lines = [f"include: {LM_EVAL_TASKS / include}", f"task: {name}", "dataset_path: json",
+    kind = "csv" if all(p.suffix == ".csv" for p in files.values()) else "json"
+    lines = [f"include: {LM_EVAL_TASKS / include}", f"task: {name}", f"dataset_path: {kind}",
              "dataset_name: null", "dataset_kwargs:", "  data_files:"]
     lines += [f"    {split}: {path}" for split, path in files.items()]
     (folder / f"{name}.yaml").write_text("\n".join(lines) + "\n")
 
 
+# A small `mmlu` group over the shared MMLU CSVs, nested as lm-eval's own (a subgroup inside the
+# group, each with lm-eval's size-weighted aggregate). The CSVs have choice0..choice3 where the
+# hub has `choices`, hence doc_to_text; 5-shot from dev as in evalkit's native mmlu.
+MMLU_SUBJECTS = ("abstract_algebra", "anatomy", "astronomy")
+SHORT_SUBJECT = "astronomy"  # cut to 2 documents: the group's subtasks differ in size
+MMLU_GROUP = """group: mmlu
+task:
+  - mmlu_abstract_algebra
+  - group: mmlu_stem_mini
+    task: [mmlu_anatomy, mmlu_astronomy]
+    aggregate_metric_list: [{metric: acc, weight_by_size: true}]
+aggregate_metric_list:
+  - metric: acc
+    weight_by_size: true
+metadata: {version: 2}
+"""
+
+
 def write_include(folder: Path, data_dir: Path) -> Path:
-    """A user task folder: lm-eval's arc_easy and gsm8k on the shared local files."""
+    """A user task folder: lm-eval's arc_easy, gsm8k and a 3-subject `mmlu` group on the shared
+    local files."""
     arc = {s: data_dir / f"arc/ARC-Easy-{s}.jsonl" for s in ("train", "validation", "test")}
     _yaml(folder, "arc_easy", "arc/arc_easy.yaml", arc)
     gsm = {s: data_dir / f"gsm8k/{s}.jsonl" for s in ("train", "test")}
     _yaml(folder, "gsm8k", "gsm8k/gsm8k.yaml", gsm)
+    for subject in MMLU_SUBJECTS:
+        name = f"mmlu_{subject}"
+        _yaml(folder, name, f"mmlu/default/{name}.yaml",
+              {s: data_dir / f"mmlu/{s}/{subject}_{s}.csv" for s in ("dev", "test")})
+        with (folder / f"{name}.yaml").open("a") as f:
+            f.write("doc_to_text: \"{{question.strip()}}\\nA. {{choice0}}\\nB. {{choice1}}"
+                    "\\nC. {{choice2}}\\nD. {{choice3}}\\nAnswer:\"\nnum_fewshot: 5\n")
+            if subject == SHORT_SUBJECT:
+                f.write("process_docs: !function mmlu_utils.first_two\n")
+    # lm-eval applies process_docs to every split: keep dev's 5 rows whole (the shots).
+    (folder / "mmlu_utils.py").write_text("def first_two(dataset):\n    return dataset if "
+                                          "len(dataset) <= 5 else dataset.select(range(2))\n")
+    (folder / "mmlu.yaml").write_text(MMLU_GROUP)
     return folder
+
+
+def _mmlu_size(subject: str) -> int:
+    return 2 if subject == SHORT_SUBJECT else LIMIT
+
+
+MMLU_ITEMS = sum(map(_mmlu_size, MMLU_SUBJECTS))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +96,8 @@ def env(include):
 
 @pytest.fixture(scope="module")
 def reference(tiny_llama, include, tmp_path_factory):
-    """lm-eval itself (HF backend) on both tasks, its output written as `lm_eval` writes it."""
+    """lm-eval itself (HF backend) on the tasks and the mmlu group, its output written as
+    `lm_eval` writes it."""
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
@@ -64,7 +106,7 @@ def reference(tiny_llama, include, tmp_path_factory):
     tracker = EvaluationTracker(output_path=str(out))
     results = simple_evaluate(
         model="hf", model_args=f"pretrained={tiny_llama},dtype=float32", device="cpu",
-        tasks=["arc_easy", "gsm8k"], task_manager=TaskManager(include_path=str(include)),
+        tasks=["arc_easy", "gsm8k", "mmlu"], task_manager=TaskManager(include_path=str(include)),
         limit=LIMIT, log_samples=True, batch_size=4, gen_kwargs=f"max_gen_toks={MAX_GEN}",
         evaluation_tracker=tracker)
     samples = results.pop("samples")
@@ -77,7 +119,7 @@ def reference(tiny_llama, include, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ours(tiny_llama, env, tmp_path_factory):
-    """The same two tasks through evalkit (hf backend, one engine)."""
+    """The same tasks and group through evalkit (hf backend, one engine)."""
     from evalkit.checkpoints import resolve
 
     ckpt = resolve(str(tiny_llama))
@@ -86,7 +128,7 @@ def ours(tiny_llama, env, tmp_path_factory):
                          backend_options={"batch_size": 4, "dtype": "float32"})
     with open_backend(ckpt, options) as backend:
         return {t: run_task(ckpt, f"lm_eval:{t}", options, backend=backend)
-                for t in ("arc_easy", "gsm8k")}
+                for t in ("arc_easy", "gsm8k", "mmlu")}
 
 
 def _by_doc(samples: list[dict], flt: str) -> dict[int, dict]:
@@ -123,6 +165,60 @@ def test_gsm8k_generations_and_scores_equal_lm_evals_hf(reference, ours):
             assert r["completion"] == s["resps"][0][0]
             assert r["filtered_resps"][flt] == s["filtered_resps"]
             assert r["scores"][f"exact_match,{flt}"] == s["exact_match"]
+
+
+def test_mmlu_group_items_and_aggregate_equal_lm_evals_hf(reference, ours):
+    """`lm_eval:mmlu` (a group with a nested subgroup): one run folder whose items are every
+    subtask's, each scored as lm-eval scores it, and whose acc is lm-eval's own group
+    aggregate (size-weighted mean, pooled stderr), the subgroup's too."""
+    results, samples, _ = reference
+    run, records, metrics = load_run(ours["mmlu"]).dicts()
+    assert len(records) == MMLU_ITEMS == sum(len(samples[f"mmlu_{s}"]) for s in MMLU_SUBJECTS)
+    assert len({r["doc_id"] for r in records}) == MMLU_ITEMS  # unique: compare pairs them
+    for r in records:
+        leaf, _, doc_id = r["doc_id"].partition("/")
+        s = _by_doc(samples[leaf], "none")[int(doc_id)]
+        assert r["lm_eval"]["task"] == leaf
+        assert r["prompt_hash"] == s["prompt_hash"] and r["doc_hash"] == s["doc_hash"]
+        assert r["scores"] == {"acc,none": s["acc"]}
+        for (lp, greedy), ((ref_lp, ref_greedy),) in zip(r["filtered_resps"]["none"],
+                                                         s["resps"], strict=True):
+            assert math.isclose(lp, ref_lp, rel_tol=1e-4, abs_tol=1e-4) and greedy == ref_greedy
+    ref = results["results"]
+    acc = metrics["metrics"]["acc,none"]
+    assert acc["n"] == MMLU_ITEMS
+    assert acc["value"] == pytest.approx(ref["mmlu"]["acc,none"], rel=1e-12, abs=1e-15)
+    assert acc["stderr"] == pytest.approx(ref["mmlu"]["acc_stderr,none"], rel=1e-12)
+    subgroup = run["lm_eval"]["subtasks"]["mmlu::mmlu_stem_mini"]["results"]
+    assert subgroup["acc,none"] == pytest.approx(ref["mmlu::mmlu_stem_mini"]["acc,none"])
+    # The sizes differ, so the size-weighted mean is not the mean of the subtasks' accs: a
+    # run that averaged the subtasks unweighted could not pass the equalities above.
+    leaf_accs = [ref[f"mmlu_{s}"]["acc,none"] for s in MMLU_SUBJECTS]
+    assert not math.isclose(sum(leaf_accs) / len(leaf_accs), ref["mmlu"]["acc,none"])
+    assert run["task"]["name"] == "lm_eval:mmlu" and run["task"]["version"] == "2"
+
+
+def test_native_mmlu_agrees_with_lm_eval_mmlu_item_by_item(ours):
+    """evalkit's own mmlu builds the same prompts and scores lm_eval:mmlu's loglikelihoods
+    alike, item by item, on the subjects both have."""
+    from evalkit.models.base import Loglikelihood
+    from evalkit.scoring.loglikelihood import LoglikelihoodInput
+    from evalkit.tasks import load_task
+
+    mmlu = load_task("mmlu")
+    native = {d.id: d for d in mmlu.docs(LIMIT)}
+    _, records, _ = load_run(ours["mmlu"]).dicts()
+    for r in records:
+        leaf, _, doc_id = r["doc_id"].partition("/")
+        doc = native[f"{leaf.removeprefix('mmlu_')}/{doc_id}"]
+        assert mmlu.prompt(doc) == r["prompt"]
+        lls = r["lm_eval"]["resps"]
+        results = [Loglikelihood(logprob=lp, is_greedy=g, n_tokens=1) for ((lp, g),) in lls]
+        conts = [a[1] for a in r["lm_eval"]["arguments"]]
+        score = mmlu.scorer.score_loglikelihood(LoglikelihoodInput(
+            doc=doc.data, continuations=conts, results=results,
+            choices=mmlu.choices(doc.data), gold=mmlu.gold(doc.data)))
+        assert {f"{k},none": v for k, v in score.values.items()} == r["scores"]
 
 
 def test_native_tasks_agree_with_lm_eval_versions_on_the_same_answers(ours):
@@ -162,26 +258,35 @@ def test_import_pairs_with_evalkit_run(reference, ours, tmp_path):
     proc = evalkit("import", "lm-eval", str(out), "--out", str(tmp_path / "imported"))
     assert proc.returncode == 0, proc.stderr
     imported = {Path(p).parent.name: Path(p) for p in proc.stdout.split()}
-    assert set(imported) == {"lm_eval:arc_easy", "lm_eval:gsm8k"}
+    assert set(imported) == {"lm_eval:arc_easy", "lm_eval:gsm8k", "lm_eval:mmlu"}
     pairs = [(load_pairable(imported[f"lm_eval:{t}"]), load_pairable(ours[t]))
-             for t in ("arc_easy", "gsm8k")]
+             for t in ("arc_easy", "gsm8k", "mmlu")]
     comparison = compare_runs(pairs, resamples=1000)
-    assert {r.metric for r in comparison.rows} >= {"acc,none", "exact_match,strict-match"}
-    for row in comparison.rows:
-        assert row.n_items == LIMIT and row.delta == pytest.approx(0.0, abs=1e-12)
+    assert {(r.task, r.metric) for r in comparison.rows} >= {
+        ("lm_eval:arc_easy", "acc,none"), ("lm_eval:gsm8k", "exact_match,strict-match"),
+        ("lm_eval:mmlu", "acc,none")}
+    for row in comparison.rows:  # the group pairs its items across its subtasks
+        n = MMLU_ITEMS if row.task == "lm_eval:mmlu" else LIMIT
+        assert row.n_items == n and row.delta == pytest.approx(0.0, abs=1e-12)
         assert row.verdict in ("no significant change", "untested"), row
 
 
 def test_export_reads_in_lm_eval_and_reimports_to_the_same_run(ours, tmp_path):
     from lm_eval.utils import make_table
 
-    proc = evalkit("export", str(ours["arc_easy"]), str(ours["gsm8k"]), "--format", "lm-eval",
-                   "-o", str(tmp_path / "exp"))
+    proc = evalkit("export", str(ours["arc_easy"]), str(ours["gsm8k"]), str(ours["mmlu"]),
+                   "--format", "lm-eval", "-o", str(tmp_path / "exp"))
     assert proc.returncode == 0, proc.stderr
     (results_file,) = (tmp_path / "exp").glob("results_*.json")
     results = json.loads(results_file.read_text())
     table = make_table(results)
     assert "arc_easy" in table and "acc_norm" in table and "strict-match" in table
+    assert "mmlu::mmlu_stem_mini" in table and " - anatomy" in table  # lm-eval's group tree
+    assert results["group_subtasks"]["mmlu::mmlu_stem_mini"] == ["mmlu_anatomy", "mmlu_astronomy"]
+    assert "mmlu" in make_table(results, "groups")
+    for subject in MMLU_SUBJECTS:  # the group's samples go back to one file per subtask
+        (leaf_file,) = (tmp_path / "exp").glob(f"samples_mmlu_{subject}_*.jsonl")
+        assert len(leaf_file.read_text().splitlines()) == _mmlu_size(subject)
     lines = [json.loads(x) for x in next((tmp_path / "exp").glob("samples_gsm8k_*.jsonl"))
              .read_text().splitlines()]
     assert len(lines) == 2 * LIMIT  # one per doc and filter, as lm-eval logs them

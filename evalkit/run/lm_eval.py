@@ -46,15 +46,15 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options: RunOptions,
         raise EvalkitError(f"task {name}: --n is set by the lm-eval task (its `repeats`)")
     bare = name[len(lm_eval.PREFIX):]
     loaded = lm_eval.load_task_dict(name)
-    task = loaded["tasks"][bare]
+    leaves = loaded["tasks"]
     overrides = {k: v for k, v in (("max_gen_toks", options.max_tokens),
                                    ("temperature", options.temperature)) if v is not None}
-    if overrides and task.OUTPUT_TYPE == "generate_until":  # as lm-eval's --gen_kwargs does
-        task.set_config(key="generation_kwargs", value=overrides, update=True)
-    config = task.dump_config()
-    version = str(task.VERSION)
+    for task in leaves.values():
+        if overrides and task.OUTPUT_TYPE == "generate_until":  # as lm-eval's --gen_kwargs
+            task.set_config(key="generation_kwargs", value=overrides, update=True)
+    version, config = lm_eval.run_config(loaded, bare)
     limit = options.limits.get(name, options.limit)
-    loglikelihood = task.OUTPUT_TYPE != "generate_until"
+    loglikelihood = any(t.OUTPUT_TYPE != "generate_until" for t in leaves.values())
     if loglikelihood and options.backend == "openai":
         raise EvalkitError(f"task {name} scores loglikelihoods, which the openai backend cannot; "
                            "use --backend vllm or hf")
@@ -65,7 +65,10 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options: RunOptions,
                           checkpoint=checkpoint.fingerprint, backend=backend.name,
                           backend_options=options.backend_options, generation=generation,
                           max_length=max_length, seed=options.seed, limit=limit,
-                          include=lm_eval.include_paths())
+                          include=lm_eval.include_paths(),
+                          # a group's aggregation (aggregate_metric_list) is not in `config`
+                          **({"groups": {g.name: g.to_dict() for g in loaded["groups"].values()}}
+                             if loaded["groups"] else {}))
     folder = Path(options.out_dir) / name / f"{slug(checkpoint.name)}-{run_key[:10]}"
     if (folder / "run.json").exists():
         done = read_header(folder)
@@ -104,10 +107,9 @@ def run_lm_eval_task(checkpoint: Checkpoint, name: str, options: RunOptions,
         raise EvalkitError(f"lm-eval task '{bare}' failed: {type(exc).__name__}: {exc}") from None
     finally:
         journal.close()
-    samples = results["samples"][bare]
     header["backend"] = backend.info()
     total = round(time.perf_counter() - t0, 3)
-    written = write_run(folder, header, results, bare, samples, extra={
+    written = write_run(folder, header, results, bare, results["samples"], extra={
         "timings": {**header["timings"], "finished": now(), "total_s": total},
         "counts": {k: counts[k] for k in ("generated", "cached", "resumed")},
     })

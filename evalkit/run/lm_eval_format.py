@@ -45,8 +45,11 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str, ensure_ascii=False))
 
 
-def to_records(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """lm-eval's samples (one per doc and filter) -> evalkit samples (one per doc)."""
+def to_records(samples: list[dict[str, Any]], leaf: str | None = None
+               ) -> list[dict[str, Any]]:
+    """lm-eval's samples (one per doc and filter) -> evalkit samples (one per doc). In a
+    group's run, ``leaf`` names the subtask: doc ids become ``<leaf>/<doc_id>`` (unique in the
+    group, so compare pairs them) and ``lm_eval.task`` keeps the subtask."""
     by_doc: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for s in samples:
         by_doc[s["doc_id"]].append(s)
@@ -70,7 +73,7 @@ def to_records(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         text = resps[0][0] if resps and resps[0] and isinstance(resps[0][0], str) else ""
         generate = all(len(a) > 1 and isinstance(a[1], dict) for a in args) and bool(args)
         records.append({
-            "doc_id": str(doc_id), "sample_idx": 0,
+            "doc_id": str(doc_id) if leaf is None else f"{leaf}/{doc_id}", "sample_idx": 0,
             "prompt_hash": first["prompt_hash"], "prompt": prompt,
             "target": str(first.get("target")),
             "completion": text if generate else "", "finish_reason": None,
@@ -79,7 +82,7 @@ def to_records(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "doc_hash": first.get("doc_hash"), "target_hash": first.get("target_hash"),
             "filtered_resps": _jsonable(filtered),
             "lm_eval": _jsonable({"doc": first.get("doc"), "arguments": args, "resps": resps,
-                                  "metrics": raw}),
+                                  "metrics": raw, **({"task": leaf} if leaf else {})}),
         })
     return records
 
@@ -110,7 +113,9 @@ def metric_specs(task_results: dict[str, Any], higher_is_better: dict[str, Any],
 
 
 def lm_eval_block(results: dict[str, Any], task: str) -> dict[str, Any]:
-    """What run.json keeps of lm-eval's results for one task (export writes it back)."""
+    """What run.json keeps of lm-eval's results for one task or group (export writes it back).
+    A group keeps its members' blocks (subgroups and leaves) under ``subtasks`` and its tree
+    under ``group_subtasks``."""
     block: dict[str, Any] = _jsonable({
         "task": task,
         "results": results["results"].get(task, {}),
@@ -121,7 +126,31 @@ def lm_eval_block(results: dict[str, Any], task: str) -> dict[str, Any]:
         "n-samples": results.get("n-samples", {}).get(task),
         "task_hash": task_hash_of(results, task),
     })
+    tree = group_tree(results, task)
+    if tree:
+        block["group_subtasks"] = tree
+        block["subtasks"] = {m: lm_eval_block(results, m)
+                             for members in tree.values() for m in members}
     return block
+
+
+def group_tree(results: dict[str, Any], group: str) -> dict[str, list[str]]:
+    """``group_subtasks`` restricted to ``group`` and the groups under it ({} for a task)."""
+    every = results.get("group_subtasks") or {}
+    tree: dict[str, list[str]] = {}
+    todo = [group]
+    while todo:
+        name = todo.pop()
+        if name in every and name not in tree:
+            tree[name] = list(every[name])
+            todo.extend(tree[name])
+    return tree
+
+
+def leaves_of(tree: dict[str, list[str]], group: str) -> list[str]:
+    if group not in tree:
+        return [group]
+    return [leaf for member in tree[group] for leaf in leaves_of(tree, member)]
 
 
 def task_hash_of(results: dict[str, Any], task: str) -> str | None:
@@ -139,10 +168,16 @@ def sample_hash(records: list[dict[str, Any]]) -> str:
 
 
 def write_run(folder: Path, header: dict[str, Any], results: dict[str, Any], task: str,
-              samples: list[dict[str, Any]],
+              samples: dict[str, list[dict[str, Any]]],
               extra: dict[str, Any] | None = None) -> Path:
-    """Write (or rewrite) an evalkit run folder from lm-eval's results for ``task``."""
-    records = to_records(samples)
+    """Write (or rewrite) an evalkit run folder from lm-eval's results for ``task`` (a task, or
+    a group: its leaves' samples in one folder, its metrics lm-eval's group aggregate)."""
+    tree = group_tree(results, task)
+    if tree:
+        records = [r for leaf in sorted(leaves_of(tree, task))
+                   for r in to_records(samples[leaf], leaf)]
+    else:
+        records = to_records(samples[task])
     block = lm_eval_block(results, task)
     block["task_hash"] = block["task_hash"] or sample_hash(records)
     metrics = metric_specs(block["results"], block["higher_is_better"], records)
@@ -165,12 +200,14 @@ def write_run(folder: Path, header: dict[str, Any], results: dict[str, Any], tas
 
 def import_output_dir(output_dir: Path, out: Path) -> list[Path]:
     """lm-eval 0.4 output (``results_*.json`` + ``samples_<task>_*.jsonl``, written with
-    ``--log_samples``) -> one evalkit run folder per task."""
+    ``--log_samples``) -> one evalkit run folder per task, and one per top-level group (its
+    leaves' samples together, as an ``lm_eval:GROUP`` run writes them)."""
     from evalkit.run.store import content_key
     from evalkit.tasks.lm_eval import (
         PREFIX,
         config_hash,
         generation_settings,
+        group_config,
         prompt_template_hash,
     )
 
@@ -189,13 +226,27 @@ def import_output_dir(output_dir: Path, out: Path) -> list[Path]:
             raise EvalkitError(f"{rf} was written by lm-eval {version or '(unknown version)'}; "
                                f"evalkit imports lm-eval {LM_EVAL_MAJOR}.x outputs")
         date_id = rf.stem[len("results_"):]
-        for task, config in (results.get("configs") or {}).items():
-            sf = rf.parent / f"samples_{task}_{date_id}.jsonl"
-            if not sf.exists():
-                raise EvalkitError(f"{rf.parent} has no samples_{task}_{date_id}.jsonl: rerun "
-                                   "lm-eval with per-sample logging on (its -s option) to "
-                                   "import per-item results")
-            samples = _read_jsonl(sf)
+        configs = results.get("configs") or {}
+        every = results.get("group_subtasks") or {}
+        children = {c for members in every.values() for c in members}
+        runs: dict[str, list[str]] = {}  # a top-level group (one run) or a lone task -> leaves
+        for group in every:
+            leaves = leaves_of(group_tree(results, group), group)
+            if group not in children and leaves and all(leaf in configs for leaf in leaves):
+                runs[group] = leaves
+        grouped = {leaf for leaves in runs.values() for leaf in leaves}
+        runs.update({task: [task] for task in configs if task not in grouped})
+        for task, leaves in runs.items():
+            samples = {}
+            for leaf in leaves:
+                sf = rf.parent / f"samples_{leaf}_{date_id}.jsonl"
+                if not sf.exists():
+                    raise EvalkitError(f"{rf.parent} has no samples_{leaf}_{date_id}.jsonl: "
+                                       "rerun lm-eval with per-sample logging on (its -s "
+                                       "option) to import per-item results")
+                samples[leaf] = _read_jsonl(sf)
+            config = configs[task] if task in configs else group_config(
+                task, group_tree(results, task), {leaf: configs[leaf] for leaf in leaves})
             run_config = results.get("config") or {}
             model = str(results.get("model_name") or run_config.get("model") or "lm-eval")
             checkpoint = {"spec": run_config.get("model_args"), "name": model,
@@ -271,20 +322,30 @@ def export_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
         if task in results["results"]:
             raise EvalkitError(f"two runs of task '{task}' to export; export one per task")
         block = run.get("lm_eval") or _native_block(task, run, records, metrics["metrics"])
-        results["results"][task] = block["results"]
-        results["configs"][task] = block["config"]
-        results["versions"][task] = block["version"]
-        results["n-shot"][task] = block["n-shot"]
-        results["higher_is_better"][task] = block["higher_is_better"]
-        results["n-samples"][task] = block["n-samples"]
-        task_hashes[task] = block.get("task_hash") or sample_hash(records)
+        results["group_subtasks"].update(block.get("group_subtasks", {}))
+        by_leaf: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in records:  # a group's samples go back to one file per leaf
+            by_leaf[(r.get("lm_eval") or {}).get("task", task)].append(r)
+        for member, b in {task: block, **block.get("subtasks", {})}.items():
+            for key, value in (("results", b["results"]), ("versions", b["version"]),
+                               ("n-shot", b["n-shot"]),
+                               ("higher_is_better", b["higher_is_better"])):
+                results[key][member] = value
+            if member in results["group_subtasks"]:
+                if any("," in k for k in b["results"]):  # as lm-eval: groups that aggregate
+                    results.setdefault("groups", {})[member] = b["results"]
+            else:  # lm-eval keeps these for leaves only
+                results["configs"][member] = b["config"]
+                results["n-samples"][member] = b["n-samples"]
+                task_hashes[member] = b.get("task_hash") or sample_hash(by_leaf[member])
         models.add(run["checkpoint"].get("name") or "?")
         seconds += _float(run.get("timings", {}).get("total_s")) or 0.0
-        path = out_dir / f"samples_{task}_{date_id}.jsonl"
-        with path.open("w", encoding="utf-8") as f:
-            for line in _sample_lines(records, run.get("lm_eval") is not None):
-                f.write(json.dumps(line, ensure_ascii=False) + "\n")
-        written.append(path)
+        for leaf, leaf_records in by_leaf.items():
+            path = out_dir / f"samples_{leaf}_{date_id}.jsonl"
+            with path.open("w", encoding="utf-8") as f:
+                for line in _sample_lines(leaf_records, run.get("lm_eval") is not None):
+                    f.write(json.dumps(line, ensure_ascii=False) + "\n")
+            written.append(path)
         last_run = run
     model = ", ".join(sorted(models))
     results.update({
@@ -337,7 +398,8 @@ def _sample_lines(records: list[dict[str, Any]], from_lm_eval: bool) -> list[dic
             for flt, fr in r["filtered_resps"].items():
                 names = [k.partition(",")[0] for k in le["metrics"] if k.endswith("," + flt)]
                 lines.append({
-                    "doc_id": int(r["doc_id"]), "doc": le["doc"], "target": r["target"],
+                    "doc_id": int(r["doc_id"].rpartition("/")[2]),  # a group's: "<leaf>/<id>"
+                    "doc": le["doc"], "target": r["target"],
                     "arguments": {f"gen_args_{i}": {f"arg_{j}": a for j, a in enumerate(arg)}
                                   for i, arg in enumerate(args)},
                     "resps": le["resps"], "filtered_resps": fr, "filter": flt,

@@ -8,8 +8,9 @@ generation cache, so a killed run re-asks nothing it already got. ``evalkit.run.
 lm-eval's results and logged samples into an evalkit run folder; ``evalkit import lm-eval``
 uses the same conversion on lm-eval's own output files.
 
-A group (``lm_eval:mmlu``) stands for its leaf tasks, one run folder each. User task folders
-(local data: ``dataset_path: json`` + ``dataset_kwargs.data_files``) come from
+A group (``lm_eval:mmlu``) is one run: lm-eval evaluates its subtasks together and aggregates
+them as it does (``aggregate_metric_list``); a tag stands for its tasks, one run each. User task
+folders (local data: ``dataset_path: json`` + ``dataset_kwargs.data_files``) come from
 ``--lm-eval-include`` or ``EVALKIT_LM_EVAL_INCLUDE`` (``os.pathsep``-separated); a folder's task
 overrides lm-eval's task of the same name.
 """
@@ -21,13 +22,9 @@ import json
 import os
 from collections.abc import Sequence
 from functools import cache
-from typing import TYPE_CHECKING
 
 from evalkit.errors import EvalkitError
 from evalkit.tasks.spec import _hash
-
-if TYPE_CHECKING:
-    pass
 
 PREFIX = "lm_eval:"
 INCLUDE_ENV = "EVALKIT_LM_EVAL_INCLUDE"
@@ -61,14 +58,15 @@ def _manager(include: tuple[str, ...]):
 
 
 def expand(name: str) -> list[str]:
-    """``lm_eval:NAME`` -> the ``lm_eval:`` names of its leaf tasks (a task gives itself)."""
+    """``lm_eval:NAME`` -> the ``lm_eval:`` runs it stands for: a task or a group gives itself
+    (a group is one run, aggregated by lm-eval), a tag its tasks."""
     bare = name[len(PREFIX):]
     manager = _manager(include_paths())
     if bare not in manager.all_tasks:
         close = difflib.get_close_matches(bare, manager.all_tasks, n=3)
         hint = f"; did you mean {', '.join(PREFIX + c for c in close)}?" if close else ""
         raise EvalkitError(f"unknown lm-eval task '{bare}'{hint}")
-    if bare in manager.all_subtasks:
+    if bare in manager.all_subtasks or bare in manager.all_groups:
         return [name]
     return [PREFIX + t for t in _load(bare)["tasks"]]
 
@@ -84,29 +82,53 @@ def _load(bare: str) -> dict:
 
 
 def load_task_dict(name: str) -> dict:
-    """lm-eval's task dict for one leaf task, set up as ``simple_evaluate`` sets it up."""
+    """lm-eval's task dict (``tasks``: its leaf tasks, ``groups``) for one task or one group,
+    every leaf set up as ``simple_evaluate`` sets it up."""
     bare = name[len(PREFIX):]
     loaded = _load(bare)
-    if list(loaded["tasks"]) != [bare]:
-        raise EvalkitError(f"lm-eval task '{bare}' is a group; expand it first")
-    task = loaded["tasks"][bare]
-    if task.get_config("num_fewshot") is None:
-        task.set_config(key="num_fewshot", value=0)
-    task.set_fewshot_seed(seed=FEWSHOT_SEED)
+    if list(loaded["tasks"]) != [bare] and bare not in loaded["groups"]:
+        raise EvalkitError(f"lm-eval task '{bare}' is a tag; expand it first")
+    for task in loaded["tasks"].values():
+        if task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=0)
+        task.set_fewshot_seed(seed=FEWSHOT_SEED)
     return loaded
+
+
+def run_config(loaded: dict, bare: str) -> tuple[str, dict]:
+    """(version, config) of a task, or of a group (``group_config``)."""
+    group = loaded["groups"].get(bare)
+    if group is None:
+        task = loaded["tasks"][bare]
+        return str(task.VERSION), task.dump_config()
+    members = {g.name: g.child_names for g in [group, *group.get_all_groups()]}
+    return group.version, group_config(bare, members, {n: t.dump_config() for n, t in
+                                                        loaded["tasks"].items()})
+
+
+def group_config(name: str, group_subtasks: dict[str, list[str]],
+                 configs: dict[str, dict]) -> dict:
+    """A group's config as evalkit hashes it: its tree and its leaves' configs, both of which
+    lm-eval's results file holds too, so an imported group run pairs with an evalkit one."""
+    return {"group": name, "group_subtasks": group_subtasks, "tasks": configs}
+
+
+def _leaf_configs(config: dict) -> dict[str, dict]:
+    return config["tasks"] if "group_subtasks" in config else {"": config}
 
 
 def check_task(name: str, limit: int | None) -> None:
     """Load the task and its documents (before any model loads): errors come early."""
-    for leaf in expand(name):
-        task = load_task_dict(leaf)["tasks"][leaf[len(PREFIX):]]
-        try:
-            docs = task.eval_docs
-        except Exception as exc:
-            raise EvalkitError(f"lm-eval task '{leaf}': no documents ({type(exc).__name__}: "
-                               f"{exc})") from None
-        if len(docs) == 0:
-            raise EvalkitError(f"lm-eval task '{leaf}' has no documents")
+    for run in expand(name):
+        for task in load_task_dict(run)["tasks"].values():
+            leaf = task.task_name
+            try:
+                docs = task.eval_docs
+            except Exception as exc:
+                raise EvalkitError(f"lm-eval task '{leaf}': no documents "
+                                   f"({type(exc).__name__}: {exc})") from None
+            if len(docs) == 0:
+                raise EvalkitError(f"lm-eval task '{leaf}' has no documents")
 
 
 def _json_default(obj: object) -> str:
@@ -120,13 +142,22 @@ def config_hash(config: dict, fields: Sequence[str] | None = None) -> str:
 
 
 def prompt_template_hash(config: dict) -> str:
-    return config_hash(config, _PROMPT_FIELDS)
+    leaves = _leaf_configs(config)
+    if list(leaves) == [""]:
+        return config_hash(config, _PROMPT_FIELDS)
+    return _hash({"group_subtasks": config["group_subtasks"],
+                  "tasks": {n: config_hash(c, _PROMPT_FIELDS) for n, c in leaves.items()}})
 
 
 def generation_settings(config: dict) -> dict:
     """What run.json records as the run's "generation" (compare pairs on it); derived from
-    lm-eval's task config alone, so an imported lm-eval run pairs with an evalkit run."""
-    return {"output_type": config.get("output_type"), "num_fewshot": config.get("num_fewshot"),
-            "generation_kwargs": config.get("generation_kwargs") if
-            config.get("output_type") == "generate_until" else None,
-            "repeats": config.get("repeats", 1)}
+    lm-eval's task config alone, so an imported lm-eval run pairs with an evalkit run. A group
+    whose leaves differ records each leaf's."""
+    per_leaf = {n: {"output_type": c.get("output_type"), "num_fewshot": c.get("num_fewshot"),
+                    "generation_kwargs": c.get("generation_kwargs") if
+                    c.get("output_type") == "generate_until" else None,
+                    "repeats": c.get("repeats", 1)} for n, c in _leaf_configs(config).items()}
+    settings = list(per_leaf.values())
+    if all(s == settings[0] for s in settings):
+        return settings[0]
+    return {"subtasks": per_leaf}
