@@ -87,6 +87,18 @@ def test_reopening_resumes_and_invalidates_old_metrics(tmp_path):
     w.close()
 
 
+def test_a_resume_without_an_engine_keeps_the_engines_record(tmp_path):
+    engine = {"name": "vllm", "version": "0.32.0", "engine_id": "e1",
+              "options": {"dtype": "float32"}}
+    unloaded = {"name": "vllm", "version": "0.32.0", "engine_id": None, "options": {}}
+    RunWriter.open(tmp_path, header().model_copy(update={"backend": engine})).finish({}, {})
+    RunWriter.open(tmp_path, header().model_copy(update={"backend": unloaded})).finish({}, {})
+    assert load_run(tmp_path).header.backend == engine
+    other = {**engine, "engine_id": "e2"}  # an engine that answered this time is recorded
+    RunWriter.open(tmp_path, header().model_copy(update={"backend": other})).finish({}, {})
+    assert load_run(tmp_path).header.backend == other
+
+
 def test_generation_cache_roundtrip(tmp_path):
     cache = GenerationCache(tmp_path / "g.sqlite")
     assert cache.get("k") is None

@@ -55,6 +55,9 @@ class RunWriter:
                     f"{path} holds a different run (other checkpoint, task version or settings); "
                     "choose another --out")
             writer.done = {(s.doc_id, s.sample_idx) for s in repair_samples(path)}
+            if header.backend.get("engine_id") is None:  # nothing was loaded this time: the
+                # record of the engine that answered (the run key pins its options) stays
+                header = header.model_copy(update={"backend": existing.backend})
             header = RunHeader.model_validate({**existing.model_dump(exclude_unset=True),
                                                **header.model_dump(exclude_unset=True)})
         else:
