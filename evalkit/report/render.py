@@ -11,6 +11,8 @@ rendered with autoescape on, and the flipped items travel as gzip+base64 JSON th
 script decodes and inserts with ``textContent`` only, so no markup, template syntax or
 ``</script>`` inside them can act.
 """
+# size: the two renderings of the same views (the HTML page and the Markdown summary) and the
+# view builders they share; split apart, each half would import the other's helpers back.
 
 from __future__ import annotations
 

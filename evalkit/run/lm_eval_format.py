@@ -7,6 +7,8 @@ results), ``evalkit import lm-eval`` (lm-eval's ``results_*.json`` + ``samples_*
 keeps lm-eval's ``doc_hash``, ``prompt_hash`` (of the first request's context, so a run made by
 lm-eval and one made by evalkit pair item by item), ``target`` and ``filtered_resps``.
 """
+# size: one conversion both ways (lm-eval 0.4 results and samples <-> run folders) serving
+# three paths, groups (their tree and aggregates) included in each direction.
 
 from __future__ import annotations
 
