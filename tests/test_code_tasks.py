@@ -414,7 +414,7 @@ def test_find_zero_passes_here_and_never_in_evalplus_0_3_1(sandbox, data_dir):
 def test_allclose_is_numpys():
     import numpy as np
 
-    from evalkit.tasks.evalplus_harness import allclose
+    from evalkit.scoring.evalplus_harness import allclose
 
     cases = [(1.0, 1.0 + 1e-7), (1.0, 1.1), (1e9, 1e9 + 50), (0.0, 1e-6), (0.0, 2e-6),
              ([1.0, 2.0], [1.0, 2.0000001]), ([1.0, 2.0], [1.0, 2.1]), ((1, 2), (1.0, 2.0)),
@@ -436,7 +436,7 @@ def test_allclose_is_numpys():
 def test_time_limits_follow_evalplus():
     from evalplus.config import DEFAULT_GT_TIME_LIMIT_FACTOR, DEFAULT_MIN_TIME_LIMIT
 
-    from evalkit.tasks.evalplus import program_timeout, time_limits
+    from evalkit.scoring.evalplus import program_timeout, time_limits
 
     times = [0.001, 0.3, 2.0]
     limits = time_limits(times)
@@ -448,7 +448,7 @@ def test_time_limits_follow_evalplus():
 
 def test_expected_outputs_are_cached_per_dataset_hash(sandbox, tmp_path, monkeypatch):
     monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path))
-    from evalkit.tasks.evalplus import References, cache_path
+    from evalkit.scoring.evalplus import References, cache_path
 
     task = load_task("humaneval_plus")
     doc = task.docs(1)[0].data

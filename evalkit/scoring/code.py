@@ -5,7 +5,7 @@
   its end within ``cpu_s`` seconds of CPU time (peers allow 3 s of wall-clock time; CPU time
   does not depend on how busy the machine is) and ``wall_s`` (for programs that sleep or block).
 - ``evalplus``: EvalPlus's differential test on the base inputs, then on the plus inputs
-  (``evalkit/tasks/evalplus.py``); ``passed`` = both, ``passed_base`` = the base inputs.
+  (``evalkit/scoring/evalplus.py``); ``passed`` = both, ``passed_base`` = the base inputs.
 
 Both report pass@k for every k of ``k`` (default 1, 10, 100) with k <= samples per item. A
 ``sandbox_error`` is never a wrong answer: it stops the run with an EvalkitError naming the item
@@ -161,13 +161,13 @@ class EvalPlusScorer(Scorer):
     needs_sandbox = True
 
     def __init__(self, config: EvalPlusConfig):
-        from evalkit.tasks.evalplus import References
+        from evalkit.scoring.evalplus import References
 
         self.config = config
         self.references = References()  # shared by the scoring threads
 
     def __call__(self, item: ScoreInput) -> Score:
-        from evalkit.tasks import evalplus
+        from evalkit.scoring import evalplus
 
         doc, cfg = item.doc, self.config
         solution = (doc["prompt"] + item.completion if cfg.solution == "prompt+completion"

@@ -1,7 +1,7 @@
 """The part of an EvalPlus-style test that runs inside the sandbox (standard library only).
 
 Programs are this file's source followed by one call (``reference`` or ``check``, see
-``evalkit/tasks/evalplus.py``). It reproduces how EvalPlus 0.3.1 tests a solution
+``evalkit/scoring/evalplus.py``). It reproduces how EvalPlus 0.3.1 tests a solution
 (``evalplus/eval/__init__.py``): the solution is exec'd in a fresh namespace with its output
 swallowed, then called on each input under a per-input time limit, and each output is compared
 with the canonical solution's: exact equality, then EvalPlus's task-specific oracles, then
