@@ -1,8 +1,8 @@
 """evalkit's vLLM engine start vs raw ``vllm.LLM(...)`` with the same options, in one run.
 
-Each start is a fresh Python process (a cold import of vLLM and a cold engine, as a new
-`evalkit run` has), timed from before vLLM is imported to the engine being ready. evalkit's
-start is ``VLLMBackend.start`` as `evalkit run` makes it: option checks, the engine log
+Each start is a fresh Python process (a cold import of vLLM and a cold engine, as a new `evalkit
+run` has), timed from the child's first line (before any import) to the engine being ready.
+evalkit's start is ``VLLMBackend.start`` as `evalkit run` makes it: option checks, the engine log
 redirect with its spinner, the watchdog process. The raw start is ``vllm.LLM(**options)`` with
 exactly the options evalkit passed (read back from the evalkit start of the same round), in
 evalkit's process as evalkit runs it on CPU, and once more with vLLM's default engine-core and
@@ -23,14 +23,13 @@ import tempfile
 CHILD = {
     "evalkit": """
 import json, sys, time
-t = time.perf_counter()
+t = time.perf_counter()  # from before any import, as the raw side (evalkit's imports count)
 from evalkit.checkpoints import resolve
 from evalkit.models.engine_log import log_into
 from evalkit.models.vllm import VLLMBackend
 ckpt = resolve(sys.argv[1])
 t0 = time.perf_counter() - t
 with log_into(__import__("pathlib").Path(sys.argv[2])):  # as `evalkit run` (not --verbose)
-    t = time.perf_counter()
     backend = VLLMBackend.start(ckpt, seed=1234)
     seconds = time.perf_counter() - t
 options = dict(backend.options, model=str(ckpt.path))
