@@ -201,8 +201,6 @@ def test_mmlu_group_items_and_aggregate_equal_lm_evals_hf(reference, ours):
 def test_native_mmlu_agrees_with_lm_eval_mmlu_item_by_item(ours):
     """evalkit's own mmlu builds the same prompts and scores lm_eval:mmlu's loglikelihoods
     alike, item by item, on the subjects both have."""
-    from evalkit.models.base import Loglikelihood
-    from evalkit.scoring.loglikelihood import LoglikelihoodInput
     from evalkit.tasks import load_task
 
     mmlu = load_task("mmlu")
@@ -212,20 +210,27 @@ def test_native_mmlu_agrees_with_lm_eval_mmlu_item_by_item(ours):
         leaf, _, doc_id = r["doc_id"].partition("/")
         doc = native[f"{leaf.removeprefix('mmlu_')}/{doc_id}"]
         assert mmlu.prompt(doc) == r["prompt"]
-        lls = r["lm_eval"]["resps"]
-        results = [Loglikelihood(logprob=lp, is_greedy=g, n_tokens=1) for ((lp, g),) in lls]
-        conts = [a[1] for a in r["lm_eval"]["arguments"]]
-        score = mmlu.scorer.score_loglikelihood(LoglikelihoodInput(
-            doc=doc.data, continuations=conts, results=results,
-            choices=mmlu.choices(doc.data), gold=mmlu.gold(doc.data)))
-        assert {f"{k},none": v for k, v in score.values.items()} == r["scores"]
+        assert _native_scores(mmlu, doc, r) == r["scores"]
+
+
+def _native_scores(task, doc, record: dict) -> dict:
+    """The native task's scores of the loglikelihoods lm-eval's requests got, under lm-eval's
+    ``"metric,filter"`` keys."""
+    from evalkit.models.base import Loglikelihood
+    from evalkit.scoring.loglikelihood import LoglikelihoodInput
+
+    results = [Loglikelihood(logprob=lp, is_greedy=g, n_tokens=1)
+               for ((lp, g),) in record["lm_eval"]["resps"]]
+    conts = [a[1] for a in record["lm_eval"]["arguments"]]
+    score = task.scorer.score_loglikelihood(LoglikelihoodInput(
+        doc=doc.data, continuations=conts, results=results,
+        choices=task.choices(doc.data), gold=task.gold(doc.data)))
+    return {f"{k},none": v for k, v in score.values.items()}
 
 
 def test_native_tasks_agree_with_lm_eval_versions_on_the_same_answers(ours):
     """evalkit's own gsm8k / arc_easy score lm_eval:'s completions and loglikelihoods alike."""
-    from evalkit.models.base import Loglikelihood
     from evalkit.scoring import ScoreInput
-    from evalkit.scoring.loglikelihood import LoglikelihoodInput
     from evalkit.tasks import load_task
 
     gsm = load_task("gsm8k")
@@ -241,13 +246,7 @@ def test_native_tasks_agree_with_lm_eval_versions_on_the_same_answers(ours):
     _, records, _ = load_run(ours["arc_easy"]).dicts()
     for doc, r in zip(arc.docs(LIMIT), records, strict=True):
         assert arc.prompt(doc) == r["prompt"]
-        lls = r["lm_eval"]["resps"]
-        results = [Loglikelihood(logprob=lp, is_greedy=g, n_tokens=1) for ((lp, g),) in lls]
-        conts = [a[1] for a in r["lm_eval"]["arguments"]]
-        score = arc.scorer.score_loglikelihood(LoglikelihoodInput(
-            doc=doc.data, continuations=conts, results=results,
-            choices=arc.choices(doc.data), gold=arc.gold(doc.data)))
-        assert {f"{k},none": v for k, v in score.values.items()} == r["scores"]
+        assert _native_scores(arc, doc, r) == r["scores"]
 
 
 def test_import_pairs_with_evalkit_run(reference, ours, tmp_path):
