@@ -14,6 +14,7 @@ need it: it costs ~0.6 s, which `evalkit check` and `--help` should not pay.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -284,9 +285,7 @@ def paired_permutation_test(base: ArrayLike, tuned: ArrayLike, *,
         raise ValueError("permutation test needs finite per-item values")
     if resamples < 1:
         raise ValueError("resamples must be >= 1")
-    scale = max(float(np.abs(x).max(initial=0.0)), float(np.abs(y).max(initial=0.0)))
-    d = y - x
-    d = d[np.abs(d) > 1e-12 * scale]  # zero differences are unchanged by any sign flip
+    d, scale = _nonzero_differences(x, y)
     m = d.size
     tol = 1e-9 * scale * max(1.0, m / 1e3)  # float sums of m terms err by ~m * 1e-16 * scale
     observed = abs(float(d.sum()))
@@ -304,6 +303,36 @@ def paired_permutation_test(base: ArrayLike, tuned: ArrayLike, *,
         signs = 1.0 - 2.0 * rng.integers(0, 2, size=(size, m))
         hits += int(np.count_nonzero(np.abs(signs @ d) >= observed - tol))
     return (1.0 + hits) / (1.0 + resamples)
+
+
+def _nonzero_differences(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """``y - x`` without the items that did not change, and the data's scale.
+
+    A difference counts as zero up to ``1e-12 x`` the largest absolute value, so float noise is
+    not a change. Zero differences are unchanged by any sign flip: sign tests leave them out.
+    """
+    scale = max(float(np.abs(x).max(initial=0.0)), float(np.abs(y).max(initial=0.0)))
+    d = y - x
+    return d[np.abs(d) > 1e-12 * scale], scale
+
+
+def fewest_changes_to_reject(alpha: float) -> int:
+    """The fewest changed items with which a two-sided sign test can give p <= ``alpha``.
+
+    Sign-flip and signed-rank tests see only the m items that changed, and their most extreme
+    outcome (every change in one direction) has p = 2 / 2**m: 6 items at alpha = 0.05, whatever
+    the sizes of the changes.
+    """
+    return max(1, math.ceil(1.0 - math.log2(alpha)))
+
+
+def sign_tests_can_reach(base: ArrayLike, tuned: ArrayLike, alpha: float) -> bool:
+    """Whether a sign-flip or signed-rank test of these pairs can reject at ``alpha`` at all.
+
+    True when nothing changed (nothing to reject; p = 1 is the honest answer then).
+    """
+    m = _nonzero_differences(np.asarray(base, dtype=float), np.asarray(tuned, dtype=float))[0].size
+    return m == 0 or m >= fewest_changes_to_reject(alpha)
 
 
 def wilcoxon_signed_rank(base: ArrayLike, tuned: ArrayLike) -> float:

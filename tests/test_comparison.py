@@ -336,6 +336,29 @@ def test_tables_show_bits_per_byte_in_its_own_units(tmp_path):
     assert "0.92" in console.export_text() and "92.0" not in console.export_text()
 
 
+@pytest.mark.parametrize(("n", "has_ci"), [(3, False), (5, False), (6, True)])
+def test_no_ci_where_too_few_items_changed_for_any_test(tmp_path, n, has_ci):
+    # The demo's WikiText row: 3 documents, all worse. A bootstrap of 3 differences never leaves
+    # their range, so its interval excluded 0 while the permutation test said p = 2/2**3 = 0.25.
+    spec = {"bits_per_byte,doc_mean": {"higher_is_better": False}}
+    base = {str(i): 0.9 + 0.01 * i for i in range(n)}
+    tuned = {d: v + 0.06 + 0.005 * int(d) for d, v in base.items()}
+    b = make_run_folder(tmp_path / "b", base, score_key="bits_per_byte,doc_mean", metrics=spec)
+    t = make_run_folder(tmp_path / "t", tuned, score_key="bits_per_byte,doc_mean", metrics=spec)
+    comp = cmp.compare_paths(b, t)
+    (row,) = comp.rows
+    assert row.p_value == pytest.approx(2 / 2**n)  # every item in one direction: the extreme
+    assert (row.verdict == "regressed") is has_ci  # 2/2**6 = 0.031; 2/2**5 = 0.0625
+    text = cmp.comparison_markdown(comp)
+    if has_ci:
+        assert row.ci_low is not None and row.ci_low > 0  # consistent with the verdict
+        assert "fewer than" not in text
+    else:
+        assert row.ci_low is None and row.ci_high is None
+        assert "| — | permutation |" in text
+        assert "none where fewer than 6 items changed" in text
+
+
 def test_markdown_escapes_completions(tmp_path):
     b, t = _pair(tmp_path, tuned={**BASE, "0": 0.0},
                  tuned_kw={"completions": {"0": "</pre><script>alert(1)</script>"}})

@@ -358,3 +358,16 @@ def test_conjugate_recovery_with_one_non_zero_difference_in_differences(tmp_path
     (row,) = recovery(comparison, pairs=[("plain", "conj")])
     assert row.recovery == pytest.approx(1 / 12) and row.p_value == 1.0
     assert row.verdict == "no significant forgetting"
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.01, 0.1, 0.25])
+def test_fewest_changes_to_reject_is_where_the_real_tests_first_can(alpha):
+    # Every item moved the same way is the most extreme outcome both sign tests can see.
+    fewest = stats.fewest_changes_to_reject(alpha)
+    for m in range(1, 10):
+        base, tuned = np.zeros(m + 2), np.r_[np.arange(1.0, m + 1), 0.0, 0.0]  # 2 unchanged
+        p_perm = stats.paired_permutation_test(base, tuned)
+        p_wilcoxon = stats.wilcoxon_signed_rank(base, tuned)
+        assert p_perm == pytest.approx(p_wilcoxon) == pytest.approx(2 / 2**m)
+        assert stats.sign_tests_can_reach(base, tuned, alpha) is (p_perm <= alpha) is (m >= fewest)
+    assert stats.sign_tests_can_reach(np.ones(4), np.ones(4), alpha)  # nothing changed

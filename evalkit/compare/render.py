@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalkit import markdown
+from evalkit import stats as st
 from evalkit.compare.schema import Comparison, FlippedItem, MetricRow, SampleView
 from evalkit.markdown import Code
 
@@ -77,10 +78,13 @@ _VERDICT_MARK = {"improved": "✅ improved", "regressed": "❌ regressed",
 def settings_line(comparison: Comparison) -> str:
     s = comparison.settings
     tested = sum(r.p_value is not None for r in comparison.rows)
+    few = any(r.p_value is not None and r.ci_low is None for r in comparison.rows)
+    too_few = (f" (none where fewer than {st.fewest_changes_to_reject(1 - s.confidence)} items "
+               "changed: no test of so few items could reach that level)") if few else ""
     return (f"Δ and CI in percentage points (perplexity-type metrics in their own units); "
             f"{round(100 * s.confidence)}% CI: Newcombe's paired interval for 0/1 items, else "
-            f"paired bootstrap over items ({s.resamples:,} resamples, seed {s.seed}); verdicts at "
-            f"α = {s.alpha} with Holm's correction across all {tested} tested rows.")
+            f"paired bootstrap over items ({s.resamples:,} resamples, seed {s.seed}){too_few}; "
+            f"verdicts at α = {s.alpha} with Holm's correction across all {tested} tested rows.")
 
 
 # The summary table's columns: (name, justification). The Markdown table shows the Holm p only.

@@ -7,7 +7,8 @@ statistical then happens on those paired per-item values (see ``evalkit.stats``)
 
 - Δ = mean(tuned) - mean(base) over the items both sides could score;
 - a CI of Δ: Newcombe's (1998) paired score interval when every per-item value is 0/1, else an
-  expanded percentile bootstrap that resamples items (seeded, 10,000 resamples by default);
+  expanded percentile bootstrap that resamples items (seeded, 10,000 resamples by default), and
+  none when so few items changed that no test could reach the CI's level (<= 5 at 95%);
 - McNemar's exact test when every per-item value is 0/1, else a sign-flip permutation test of
   the mean difference (or Wilcoxon on request);
 - Holm's correction over **all rows of the comparison** (every task x metric that has a test):
@@ -76,6 +77,8 @@ def metric_row(task: str, metric: str, base: MetricScores, tuned: MetricScores,
     rng = row_rng(settings.seed, task, metric)
     sign = 1.0 if base.higher_is_better else -1.0
     b = c = None
+    low: float | None
+    high: float | None
     if st.is_binary(x, y):
         # The percentile bootstrap under-covers 0/1 items at small n (75% at n = 20, p = 0.1);
         # Newcombe's paired interval keeps >= 93% (docs/ci-gate.md, tests/test_stats_coverage).
@@ -87,6 +90,11 @@ def metric_row(task: str, metric: str, base: MetricScores, tuned: MetricScores,
     else:
         low, high = st.paired_bootstrap_ci(x, y, resamples=settings.resamples,
                                            confidence=settings.confidence, seed=rng)
+        if not st.sign_tests_can_reach(x, y, 1.0 - settings.confidence):
+            # A bootstrap mean never leaves the range of the differences: with 3 items all up,
+            # its interval excludes 0 while no test of 3 items can (p >= 2/2**3). No interval
+            # then, rather than one that contradicts the verdict.
+            low = high = None
         if settings.continuous_test == "wilcoxon":
             test, p = "wilcoxon", st.wilcoxon_signed_rank(x, y)
         else:

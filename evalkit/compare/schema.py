@@ -150,7 +150,8 @@ class ComparisonSettings(BaseModel):
     correction_scope: Literal["all rows"] = "all rows"
     # str, not a Literal: comparison.json files written before Newcombe's interval still load.
     ci_method: str = ("Newcombe (1998) method 10 for 0/1 items, else paired expanded "
-                      "percentile bootstrap over items (Hesterberg 2015)")
+                      "percentile bootstrap over items (Hesterberg 2015), none when too few items "
+                      "changed for a sign test to reach the level")
     binary_test: Literal["mcnemar-exact"] = "mcnemar-exact"
     continuous_test: st.ContinuousTest = "permutation"
 
