@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--tuned", default="demo/tuned", help="a LoRA adapter of BASE")
     ap.add_argument("--limit", type=int, default=10)
     ap.add_argument("--json", type=Path, help="also write the timings here")
+    ap.add_argument("--keep", type=Path, help="work here and keep every step's log and output "
+                    "(default: a temporary folder, removed at the end)")
     args = ap.parse_args()
     data = Path(os.environ.get("EVALKIT_DATA_DIR", "../shared/data")).resolve()
 
@@ -60,6 +62,11 @@ def main() -> None:
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="evalkit-e2e-") as tmp:
         work = Path(tmp)
+        if args.keep:
+            work = args.keep.resolve()
+            if work.exists():
+                sys.exit(f"--keep {work}: already exists; give a new folder")
+            work.mkdir(parents=True)
         env = dict(os.environ, TOKENIZERS_PARALLELISM="false",
                    VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))
 
